@@ -1,2 +1,33 @@
 """kdlab: learn how temperature works in knowledge distillation."""
 __version__ = "0.1.0"
+
+# core: temperature math, losses, recipes
+from kdlab.temperature import (
+    entropy,
+    log_tempered_softmax,
+    power_sum,
+    power_transform,
+    renyi_entropy,
+    sharpness,
+    smoothing_for_entropy,
+    temperature_for_entropy,
+    tempered_softmax,
+)
+from kdlab.losses import (
+    LearnableTemperature,
+    dkd_loss,
+    dtkd_loss,
+    dtkd_temperatures,
+    kd_loss,
+    lskd_loss,
+    ttm_loss,
+    wttm_loss,
+)
+from kdlab.methods import Method, get_method, list_methods
+
+# data and models: tensors on the training device, MNIST and CIFAR model zoo
+from kdlab.data import Dataset, augment_batch, load_dataset
+from kdlab.models import create_model, list_models
+
+# notebooks: figures (kdlab.plots.<figure>(...)) and slider explorers (kdlab.widgets.<builder>(...))
+from kdlab import plots, widgets

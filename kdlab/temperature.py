@@ -237,10 +237,15 @@ def smoothing_for_entropy(num_classes: int, target_entropy):
     as_float = not isinstance(target_entropy, torch.Tensor)
     if as_float and (isinstance(target_entropy, bool) or not isinstance(target_entropy, Real)):
         raise TypeError(f"target_entropy must be a number or a tensor, got {type(target_entropy).__name__}")
+    if not as_float and not target_entropy.is_floating_point():
+        raise TypeError(f"target_entropy must be a floating-point tensor, got {target_entropy.dtype}")
     target = torch.as_tensor(target_entropy, dtype=torch.float64)
     log_k = math.log(num_classes)
-    if not bool(((target >= 0) & (target <= log_k)).all()):
+    # A float32 tensor holding log K rounds above the float64 log K: allow that rounding, then clamp.
+    slack = 0.0 if as_float else 4 * torch.finfo(target_entropy.dtype).eps * log_k
+    if not bool(((target >= 0) & (target <= log_k + slack)).all()):
         raise ValueError(f"target_entropy must lie in [0, log K] = [0, {log_k:.6g}] nats, got {target_entropy!r}")
+    target = target.clamp(0.0, log_k)
 
     def smoothed_entropy(eps):
         p_true = 1 - eps + eps / num_classes

@@ -1,0 +1,312 @@
+"""The ``kdlab`` console script: train a teacher, distill a student, list methods and models.
+
+    kdlab teacher --model cnn --epochs 8
+    kdlab distill --method wttm --temperature 10 --transfer-size 1000
+    kdlab methods
+    kdlab models
+
+Training commands write into ``--out`` (default ``kdlab-runs/<command>-<time>``): ``history.csv`` (one row
+per epoch), ``config.json`` (every option), ``result.json`` (final accuracies, time) and ``model.pt`` (the
+trained weights as a state_dict). Every file is written atomically.
+
+Adding a command: write ``_add_<name>_command(subparsers)`` (which calls ``set_defaults(run=_run_<name>)``)
+and ``_run_<name>(args) -> int``, and add the first to ``build_parser``. ``_add_training_options`` and
+``_write_run`` are there to be reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def main(argv=None):
+    """Entry point of the ``kdlab`` script; returns the exit code (0 on success)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        parser.exit(2, f"kdlab {args.command}: error: {error}\n")
+
+
+def build_parser():
+    """The argparse parser with one sub-command per ``_add_*_command`` function."""
+    parser = argparse.ArgumentParser(
+        prog="kdlab",
+        description="Temperature in knowledge distillation: train teachers, distill students, list what "
+                    "is available. Run 'kdlab COMMAND --help' for the options of a command.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_teacher_command(subparsers)
+    _add_distill_command(subparsers)
+    _add_methods_command(subparsers)
+    _add_models_command(subparsers)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab teacher
+# ----------------------------------------------------------------------------------------------------
+
+def _add_teacher_command(subparsers):
+    from kdlab.models import list_models
+
+    command = subparsers.add_parser(
+        "teacher", help="train a teacher with cross-entropy (cached)",
+        description="Train a teacher with cross-entropy. The weights are cached (see --no-cache), so the "
+                    "same command a second time loads them in a second.")
+    _add_dataset_options(command)
+    command.add_argument("--model", default="cnn", choices=list_models(), metavar="NAME",
+                         help="teacher architecture (default: cnn); one of: %(choices)s")
+    _add_training_options(command, "teacher")
+    command.add_argument("--no-cache", action="store_true",
+                         help="always train, and do not store the teacher in the kdlab cache")
+    command.set_defaults(run=_run_teacher)
+
+
+def _run_teacher(args):
+    from kdlab.train import evaluate, train_teacher
+
+    dataset = _load_dataset(args)
+    model, history = train_teacher(dataset, model=args.model, cache=not args.no_cache,
+                                   **_training_kwargs(args))
+    result = {"test_acc": evaluate(model, dataset), "cached": bool(history.attrs.get("cached", False)),
+              "seconds": float(history["seconds"].sum()), "epochs": int(history["epoch"].max())}
+    _write_run(args, history, result, model)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab distill
+# ----------------------------------------------------------------------------------------------------
+
+def _add_distill_command(subparsers):
+    from kdlab.methods import list_methods
+    from kdlab.models import list_models
+
+    command = subparsers.add_parser(
+        "distill", help="distill a (cached) teacher into a student with any method",
+        description="Distill a teacher into a student. The teacher is trained on the full training split "
+                    "(or loaded from the cache); the student learns from --transfer-size images of it.")
+    _add_dataset_options(command)
+    command.add_argument("--method", default="kd", choices=list(list_methods()), metavar="NAME",
+                         help="distillation method (default: kd); one of: %(choices)s")
+    command.add_argument("--temperature", type=float, default=None,
+                         help="the method's temperature (default: the method's paper default, see "
+                              "'kdlab methods')")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="another method hyper-parameter, e.g. --set beta=2 --set warmup=0 (repeatable)")
+    command.add_argument("--teacher", default="cnn", choices=list_models(), metavar="NAME",
+                         help="teacher architecture, trained with its recipe and --teacher-seed, cached "
+                              "(default: cnn); one of: %(choices)s")
+    command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
+    command.add_argument("--student", default="mlp64", choices=list_models(), metavar="NAME",
+                         help="student architecture (default: mlp64); one of: %(choices)s")
+    command.add_argument("--transfer-size", type=int, default=None,
+                         help="train the student on a seeded stratified subset of this many training images "
+                              "(default: the whole training split)")
+    _add_training_options(command, "student")
+    command.set_defaults(run=_run_distill)
+
+
+def _run_distill(args):
+    from kdlab.train import evaluate, distill, train_teacher
+
+    dataset = _load_dataset(args)
+    overrides = _parse_overrides(args.overrides)
+    kwargs = _training_kwargs(args)
+    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, device=kwargs["device"],
+                               progress=kwargs["progress"])
+    transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
+    student, history = distill(teacher, transfer, student=args.student, method=args.method,
+                               temperature=args.temperature, **kwargs, **overrides)
+    result = {"test_acc": evaluate(student, dataset), "teacher_test_acc": evaluate(teacher, dataset),
+              "seconds": float(history["seconds"].sum()), "epochs": int(history["epoch"].max())}
+    _write_run(args, history, result, student)
+    return 0
+
+
+def _parse_overrides(pairs):
+    """["beta=2", "detach=true"] -> {"beta": 2, "detach": True} (int, float, bool; else ValueError)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise ValueError(f"--set {key}: expected a number or true/false, got {text!r}") from None
+        overrides[key.strip()] = value
+    return overrides
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab methods / kdlab models
+# ----------------------------------------------------------------------------------------------------
+
+def _add_methods_command(subparsers):
+    command = subparsers.add_parser("methods", help="list the distillation methods and their defaults",
+                                    description="List every method name with its default hyper-parameters.")
+    command.set_defaults(run=_run_methods)
+
+
+def _run_methods(args):
+    from kdlab.methods import list_methods
+
+    for name, defaults in list_methods().items():
+        settings = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                             for key, value in defaults.items())
+        print(f"{name:16s} {settings}")
+    return 0
+
+
+def _add_models_command(subparsers):
+    command = subparsers.add_parser("models", help="list the model architectures",
+                                    description="List every model name with its number of parameters "
+                                                "(for 10 classes).")
+    command.set_defaults(run=_run_models)
+
+
+def _run_models(args):
+    from kdlab.models import create_model, list_models
+
+    for name in list_models():
+        model = create_model(name, num_classes=10)
+        print(f"{name:12s} {sum(p.numel() for p in model.parameters()):>10,d} parameters")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared options and output
+# ----------------------------------------------------------------------------------------------------
+
+def _add_dataset_options(command):
+    from kdlab.data import DATASET_NAMES
+
+    group = command.add_argument_group("data")
+    group.add_argument("--dataset", default="mnist10k", choices=list(DATASET_NAMES), metavar="NAME",
+                       help="dataset (default: mnist10k, embedded); one of: %(choices)s")
+    group.add_argument("--data-root", default=None, metavar="DIR",
+                       help="folder of the downloaded datasets (default: $KDLAB_DATA or ~/.cache/kdlab/data)")
+    group.add_argument("--download", action="store_true",
+                       help="download mnist/cifar10/cifar100 into --data-root if missing")
+
+
+def _add_training_options(command, role):
+    """Options shared by every training command; None means "from the recipe" (see kdlab.train.RECIPES)."""
+    from kdlab.train import RECIPES
+
+    student = RECIPES["mnist10k"][role]
+    group = command.add_argument_group("training (defaults come from the recipe)")
+    group.add_argument("--recipe", default=None, choices=sorted(RECIPES), metavar="NAME",
+                       help="training recipe: mnist10k (class-scale) or cifar (the papers': SGD 0.05, batch 64, "
+                            "240 epochs, x0.1 at 150/180/210); default: cifar for CIFAR datasets, else mnist10k")
+    group.add_argument("--epochs", type=int, default=None,
+                       help=f"epochs (mnist10k recipe: {student['epochs']})")
+    group.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: 0)")
+    group.add_argument("--optimizer", default=None, choices=["sgd", "adamw"],
+                       help="optimizer (recipes: sgd with momentum)")
+    group.add_argument("--lr", type=float, default=None, help=f"learning rate (mnist10k recipe: {student['lr']})")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help=f"batch size (mnist10k recipe: {student['batch_size']})")
+    group.add_argument("--weight-decay", type=float, default=None,
+                       help=f"weight decay (mnist10k recipe: {student['weight_decay']})")
+    group.add_argument("--momentum", type=float, default=None, help="SGD momentum (recipes: 0.9)")
+    group.add_argument("--schedule", default=None, type=_schedule,
+                       help="learning-rate schedule: constant, cosine, step (x0.1 at 5/8, 3/4, 7/8 of the "
+                            "epochs) or milestone epochs like 150,180,210 "
+                            f"(mnist10k recipe: {student['schedule'] or 'constant'})")
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model (useful on CUDA)")
+    group.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="save a checkpoint every epoch into DIR (continue later with --resume)")
+    group.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--out", default=None, metavar="DIR",
+                       help="output folder for history.csv, config.json, result.json and model.pt "
+                            "(default: kdlab-runs/<command>-<date-time>)")
+
+
+def _schedule(text):
+    if text in ("constant", "cosine", "step"):
+        return text
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected constant, cosine, step or comma-separated milestone epochs, got {text!r}") from None
+
+
+def _training_kwargs(args):
+    return {"epochs": args.epochs, "seed": args.seed, "optimizer": args.optimizer, "lr": args.lr,
+            "batch_size": args.batch_size, "weight_decay": args.weight_decay, "momentum": args.momentum,
+            "schedule": args.schedule, "recipe": args.recipe, "device": args.device, "compile": args.compile,
+            "checkpoint_dir": args.checkpoint_dir, "resume": args.resume, "progress": not args.no_progress}
+
+
+def _load_dataset(args):
+    from kdlab.data import load_dataset
+    from kdlab.train import _resolve_device
+
+    return load_dataset(args.dataset, root=args.data_root, download=args.download,
+                        device=_resolve_device(args.device))
+
+
+def _output_folder(args):
+    if args.out is not None:
+        return Path(args.out)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("kdlab-runs") / f"{args.command}-{stamp}"
+
+
+def _write_run(args, history, result, model=None):
+    """Write history.csv, config.json, result.json (and model.pt) into the output folder; print a summary."""
+    folder = _output_folder(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {key: value for key, value in vars(args).items() if key != "run"}
+    _atomic_write_text(folder / "history.csv", history.to_csv(index=False))
+    _atomic_write_text(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+    _atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
+    if model is not None:
+        from kdlab.train import _atomic_save
+
+        _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "model.pt")
+    summary = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+    print(f"kdlab {args.command}: {summary}; results in {folder}")
+    return folder
+
+
+def _atomic_write_text(path, text):
+    """Write to a temporary file in the same folder, then os.replace it onto ``path``."""
+    path = Path(path)
+    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Distillation losses: one pure function per method, on logits of shape (B, K).
+
+Notation: student logits z, teacher logits v, q = softmax(z), p^t = softmax(v); a subscript T means
+softmax(. / T); D(p || q) = sum_i p_i (log p_i - log q_i) is the KL divergence in nats.
+
+Conventions shared by every loss here:
+- ``reduction="mean"`` is the batch mean of per-sample KL *sums* (PyTorch's ``kl_div(..., "batchmean")``,
+  RepDistiller's ``size_average=False`` / B), never the element-wise mean over B * K; ``"sum"`` sums over the
+  batch; ``"none"`` returns the per-sample losses, shape (B,).
+- The teacher logits are detached: the teacher never receives a gradient. A temperature given as a tensor
+  (CTKD's learnable temperature) does receive gradients, through both softmaxes and the T^2 factor.
+- float16 / bfloat16 inputs are computed in float32 and the loss is returned in float32 (a T^2-scaled loss
+  can overflow float16); float32 and float64 stay as they are.
+- ``temperature`` is a finite number > 0, or a positive tensor of shape () or (B, 1) (one per sample).
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+from torch import nn
+
+from kdlab.temperature import _check_logits, _check_positive_number, _check_temperature, _compute_dtype
+
+__all__ = [
+    "kd_loss",
+    "ttm_loss",
+    "wttm_loss",
+    "dtkd_temperatures",
+    "dtkd_loss",
+    "lskd_loss",
+    "dkd_loss",
+    "LearnableTemperature",
+]
+
+
+def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
+    """Hinton's KD loss: T^2 * D(p^t_T || q_T) = T^2 * KL(softmax(v / T) || softmax(z / T)).
+
+    Hinton, Vinyals & Dean (2015), "Distilling the Knowledge in a Neural Network", §2. The soft-target
+    gradients scale as 1 / T^2, hence the T^2 factor: d/dz_i = T * (q_T,i - p^t_T,i) per sample, which tends
+    to (d_i - mean(d)) / K with d = z - v as T grows (logit matching).
+
+    Official code: RepDistiller ``DistillKL(T)`` / mdistiller ``kd_loss(logits_student, logits_teacher,
+    temperature)``; ``temperature`` is their ``T`` (``--kd_T``, ``KD.TEMPERATURE``). The CE/KD weights
+    (``-r 0.1 -a 0.9``) live in ``kdlab.methods``.
+    """
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    _check_reduction(reduction)
+    temperature = _check_loss_temperature(temperature, student_logits)
+    per_sample = _kl(teacher_logits / temperature, student_logits / temperature)
+    return _reduce(_per_sample(temperature, student_logits) ** 2 * per_sample, reduction)
+
+
+def ttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
+    """Transformed Teacher Matching: D(p^t_T || q) = KL(softmax(v / T) || softmax(z)).
+
+    Zheng & Yang (2024), "Knowledge Distillation with Transformed Teacher Matching", ICLR, eq. 2. Only the
+    teacher is tempered: no student temperature and no T^2 factor. d/dz_i = q_i - p^t_T,i (eq. 20). By eq. 15,
+    D(p^t_T || q) = T * D(p^t_T || q_T) - (T - 1) * H_{1/T}(q) + (T - 1) * H(p^t_T): KD plus a Renyi-entropy
+    penalty on the student.
+
+    Official code (``zkxufo/TTM``, ``--distill ttm``): the flag ``--ttm_l`` is gamma = 1 / temperature and
+    the teacher is transformed as softmax(v)^gamma / sum (here: softmax(v / T), identical but it cannot
+    underflow). The loss weight ``-b`` (beta) absorbs the T^2 of KD: beta = lambda * T / (1 - lambda).
+    """
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    _check_reduction(reduction)
+    temperature = _check_loss_temperature(temperature, student_logits)
+    return _reduce(_kl(teacher_logits / temperature, student_logits), reduction)
+
+
+def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
+    """Weighted TTM: U_{1/T}(p^t) * D(p^t_T || q) per sample, with U_gamma(p) = sum_i p_i^gamma.
+
+    Zheng & Yang (2024), eqs. 22-23. The weight is the power sum of the *untransformed* teacher p^t =
+    softmax(v); it lies in [1, K^(1 - 1/T)], largest for uncertain teachers. Computed in log space:
+    log U = logsumexp(log_softmax(v) / T).
+
+    Official code (``--distill wttm``): ``norm`` is U, ``--ttm_l`` is gamma = 1 / temperature, ``-b`` is the
+    weight beta. With temperature = 1, U = 1 and WTTM = TTM = KL(p^t || q).
+    """
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    _check_reduction(reduction)
+    temperature = _check_loss_temperature(temperature, student_logits)
+    log_weight = torch.logsumexp(torch.log_softmax(teacher_logits, dim=-1) / temperature, dim=-1)
+    return _reduce(log_weight.exp() * _kl(teacher_logits / temperature, student_logits), reduction)
+
+
+def dtkd_temperatures(student_logits, teacher_logits, temperature=4.0, detach=False):
+    """DTKD's per-sample temperatures (teacher_T, student_T), each of shape (B, 1).
+
+    Wei & Bai (2024), "Dynamic Temperature Knowledge Distillation", eqs. 4-5, as the official code computes
+    them: with x = max_i v_i and y = max_i z_i (signed maxima, ``logits.max(dim=1)``),
+
+        teacher_T = 2x / (x + y) * tau,   student_T = 2y / (x + y) * tau,
+
+    so teacher_T + student_T = 2 tau and teacher_T / student_T = x / y: the sharper model gets the higher
+    temperature. (The author's README errata says the derivation of eqs. 4-5 is wrong; the reported results
+    use these formulas, so kdlab does too.)
+
+    Degenerate inputs (the official code divides by x + y unguarded, giving inf, NaN or negative
+    temperatures). kdlab writes teacher_T = 2 r tau and student_T = 2 (1 - r) tau with r = x / (x + y), and
+    - if x <= 0 or y <= 0 (then x + y may be <= 0, tiny, or give a negative temperature), uses r = 1/2, i.e.
+      both temperatures equal tau: plain KD for that sample;
+    - clamps r to [1e-3, 1 - 1e-3], so each temperature is at least 0.002 * tau.
+    Both rules keep teacher_T + student_T = 2 tau; the ratio x / y holds whenever 1e-3 < r < 1 - 1e-3.
+
+    Gradients: with ``detach=False`` (the official code's behaviour and the default) student_T depends on the
+    student's max logit and gradients flow through it; ``detach=True`` treats both temperatures as constants.
+    The teacher side never receives gradients.
+    """
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    tau = _check_positive_number(temperature, "temperature")
+    if not isinstance(detach, bool):
+        raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
+    x = teacher_logits.amax(dim=-1, keepdim=True)
+    y = (student_logits.detach() if detach else student_logits).amax(dim=-1, keepdim=True)
+    valid = (x > 0) & (y > 0)
+    # torch.where would pass NaN gradients from an unguarded x / (x + y), so make the denominator safe first.
+    denominator = torch.where(valid, x + y, torch.ones_like(x))
+    ratio = torch.where(valid, x / denominator, torch.full_like(x, 0.5)).clamp(_DTKD_MIN_RATIO, 1 - _DTKD_MIN_RATIO)
+    return 2 * ratio * tau, 2 * (1 - ratio) * tau
+
+
+_DTKD_MIN_RATIO = 1e-3
+
+
+def dtkd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean", detach=False):
+    """DTKD's loss: teacher_T * student_T * KL(softmax(v / teacher_T) || softmax(z / student_T)) per sample.
+
+    Wei & Bai (2024), "Dynamic Temperature Knowledge Distillation"; temperatures from
+    :func:`dtkd_temperatures` (see there for the guard on degenerate inputs and ``detach``). The product
+    teacher_T * student_T plays the role of KD's T^2. If z = c * v with c > 0 and max(v) > 0, both scaled
+    logit vectors coincide and the loss is zero (vanilla KD is not).
+
+    Official code (``JinYu1998/DTKD``, ``mdistiller/distillers/DTKD.py``): ``temperature`` is the reference
+    temperature ``DTKD.T`` (tau = 4). The full DTKD objective, alpha * this + beta * KD(tau) + CE with a
+    warm-up, is the ``"dtkd"`` recipe in ``kdlab.methods``.
+    """
+    _check_reduction(reduction)
+    teacher_t, student_t = dtkd_temperatures(student_logits, teacher_logits, temperature, detach)
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
+    return _reduce((teacher_t * student_t).squeeze(-1) * per_sample, reduction)
+
+
+def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean"):
+    """KD with logit standardization: tau^2 * KL(softmax(Z(v) / tau) || softmax(Z(z) / tau)).
+
+    Sun et al. (2024), "Logit Standardization in Knowledge Distillation", CVPR. Z(x) = (x - mean(x)) /
+    (std(x) + 1e-7) per sample, with torch's unbiased (K - 1) std as in the official ``logit_stand``. Equal to
+    KD with per-sample, per-model temperatures tau * std; invariant to z -> a z + b and v -> a v + b (a > 0).
+
+    Official code (``sunshangquan/logit-standardization-KD``): ``temperature`` is the base temperature
+    (CIFAR: 2), the KD weight 9 and CE weight 0.1 are the ``"lskd"`` recipe in ``kdlab.methods``. Unlike the
+    official code, a constant logit vector gives finite gradients (its variance is clamped at the smallest
+    normal float before the square root; values are unchanged otherwise).
+    """
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    _check_reduction(reduction)
+    temperature = _check_loss_temperature(temperature, student_logits)
+    per_sample = _kl(_standardize(teacher_logits) / temperature, _standardize(student_logits) / temperature)
+    return _reduce(_per_sample(temperature, student_logits) ** 2 * per_sample, reduction)
+
+
+def _standardize(logits):
+    mean = logits.mean(dim=-1, keepdim=True)
+    variance = logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny)
+    return (logits - mean) / (variance.sqrt() + 1e-7)
+
+
+def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, temperature=4.0, reduction="mean"):
+    """Decoupled KD: alpha * TCKD + beta * NCKD, each scaled by T^2.
+
+    Zhao et al. (2022), "Decoupled Knowledge Distillation", CVPR. With g the target class and tempered
+    probabilities p = softmax(v / T), q = softmax(z / T):
+    - TCKD = T^2 * KL(b^t || b^s) on the binary distributions b = [p_g, 1 - p_g] (target vs. the rest);
+    - NCKD = T^2 * KL(p_hat^t || p_hat^s) on the distributions over the K - 1 non-target classes,
+      p_hat_i = p_i / (1 - p_g) = softmax over the non-target logits.
+    Hinton's KD (times 1/T^2) equals TCKD + (1 - p^t_g) * NCKD (their eq. 1).
+
+    Official code (mdistiller ``dkd_loss``): ``alpha`` = ``DKD.ALPHA`` (1), ``beta`` = ``DKD.BETA`` (8),
+    ``temperature`` = ``DKD.T`` (4); the CE weight and the 20-epoch warm-up are the ``"dkd"`` recipe. The
+    official code masks the target logit by subtracting 1000; kdlab drops that column instead (exact for any
+    logit scale) and computes log(1 - p_g) as a log-sum-exp over the non-target logits (no log(0)).
+
+    ``targets``: int64 tensor of shape (B,) with values in [0, K).
+    """
+    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    _check_reduction(reduction)
+    targets = _check_targets(targets, student_logits)
+    alpha = _check_weight(alpha, "alpha")
+    beta = _check_weight(beta, "beta")
+    temperature = _check_loss_temperature(temperature, student_logits)
+    teacher_scaled = _shift_max_to_zero(teacher_logits / temperature)
+    student_scaled = _shift_max_to_zero(student_logits / temperature)
+    is_target = torch.nn.functional.one_hot(targets, student_logits.shape[-1]).bool()
+    batch, num_classes = student_logits.shape
+    teacher_target, teacher_rest = teacher_scaled[is_target], teacher_scaled[~is_target].view(batch, num_classes - 1)
+    student_target, student_rest = student_scaled[is_target], student_scaled[~is_target].view(batch, num_classes - 1)
+    # TCKD: the binary distribution [p_g, 1 - p_g] is the softmax of [scaled_g, logsumexp(scaled_rest)].
+    teacher_binary = torch.stack([teacher_target, torch.logsumexp(teacher_rest, dim=-1)], dim=-1)
+    student_binary = torch.stack([student_target, torch.logsumexp(student_rest, dim=-1)], dim=-1)
+    rest_difference = _log_expectation_exp(torch.log_softmax(student_rest, dim=-1), teacher_rest - student_rest)
+    binary_delta = torch.stack([teacher_target - student_target, rest_difference], dim=-1)
+    tckd = _kl_from_parts(torch.log_softmax(teacher_binary, -1), torch.log_softmax(student_binary, -1), binary_delta)
+    nckd = _kl(teacher_rest, student_rest)
+    per_sample = _per_sample(temperature, student_logits) ** 2 * (alpha * tckd + beta * nckd)
+    return _reduce(per_sample, reduction)
+
+
+class LearnableTemperature(nn.Module):
+    """CTKD's global learnable temperature behind a gradient-reversal layer.
+
+    Li et al. (2023), "Curriculum Temperature for Knowledge Distillation", AAAI. The temperature is
+
+        tau = t_min + t_span * sigmoid(theta),      tau in (t_min, t_min + t_span),
+
+    and theta reaches it through a gradient-reversal layer: the forward pass is the identity, the backward
+    pass multiplies the gradient by lambda(epoch) <= 0. So while the student *descends* the KD loss, theta
+    *ascends* it (the temperature makes distillation harder), more strongly as lambda goes from 0 to -1 along
+    the cosine curriculum
+
+        lambda(e) = lambda_min + (lambda_max - lambda_min) * (cos(pi * min(e, decay_epochs) / decay_epochs) + 1) / 2
+
+    with lambda_max = 0, lambda_min = -1: lambda(1) = -0.0245 and lambda(e >= decay_epochs) = -1 for 10 epochs.
+
+    Official code (``zhengli97/CTKD``): ``t_min`` = ``--t_start`` (1), ``t_span`` = ``--t_end`` (20),
+    theta = ``Global_T.global_T`` initialised to 1 (``init``, tau_0 = 15.62), ``decay_epochs`` =
+    ``--cosine_decay`` loops (10), ``CosineDecay(max_value=0, min_value=-1)``. ``forward(epoch)`` returns a
+    0-d tensor usable as ``kd_loss(..., temperature=tau)``; add ``parameters()`` to the optimizer.
+    """
+
+    def __init__(self, t_min=1.0, t_span=20.0, init=1.0, decay_epochs=10, lambda_max=0.0, lambda_min=-1.0):
+        super().__init__()
+        self.t_min = _check_positive_number(t_min, "t_min")
+        self.t_span = _check_positive_number(t_span, "t_span")
+        self.decay_epochs = _check_positive_number(decay_epochs, "decay_epochs")
+        for name, value in (("init", init), ("lambda_max", lambda_max), ("lambda_min", lambda_min)):
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise TypeError(f"{name} must be a finite number, got {value!r}")
+        if lambda_min > lambda_max:
+            raise ValueError(f"lambda_min must be <= lambda_max, got {lambda_min!r} > {lambda_max!r}")
+        self.lambda_max = float(lambda_max)
+        self.lambda_min = float(lambda_min)
+        self.theta = nn.Parameter(torch.tensor(float(init)))
+
+    def reversal_strength(self, epoch) -> float:
+        """lambda(epoch): the factor the gradient-reversal layer multiplies theta's gradient by."""
+        if isinstance(epoch, bool) or not isinstance(epoch, Real) or not math.isfinite(epoch) or epoch < 0:
+            raise ValueError(f"epoch must be a finite number >= 0, got {epoch!r}")
+        progress = min(float(epoch), self.decay_epochs) / self.decay_epochs
+        return self.lambda_min + (self.lambda_max - self.lambda_min) * (math.cos(math.pi * progress) + 1) / 2
+
+    def forward(self, epoch) -> torch.Tensor:
+        reversed_theta = _GradientReversal.apply(self.theta, self.reversal_strength(epoch))
+        return self.t_min + self.t_span * torch.sigmoid(reversed_theta)
+
+    def extra_repr(self) -> str:
+        return f"t_min={self.t_min}, t_span={self.t_span}, decay_epochs={self.decay_epochs}"
+
+
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by ``strength`` (CTKD's lambda <= 0)."""
+
+    @staticmethod
+    def forward(ctx, tensor, strength):
+        ctx.strength = strength
+        return tensor.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return ctx.strength * grad_output, None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Private helpers.
+
+def _kl(teacher_scaled, student_scaled):
+    """Per-sample D(softmax(a) || softmax(b)) for a = teacher_scaled, b = student_scaled, shape (B,).
+
+    D = sum_i p_i (log p_i - log q_i) = sum_i p_i d_i - log sum_i q_i exp(d_i) with d = a - b (any per-sample
+    shift of d cancels). Written this way it stays accurate at high temperature: there log p_i and log q_i
+    are both close to -log K and subtracting them loses everything (float32 KD at T = 1000 would be off by
+    ~20%), while d is small and computed directly.
+    """
+    teacher_scaled = _shift_max_to_zero(teacher_scaled)
+    student_scaled = _shift_max_to_zero(student_scaled)
+    return _kl_from_parts(
+        torch.log_softmax(teacher_scaled, dim=-1),
+        torch.log_softmax(student_scaled, dim=-1),
+        teacher_scaled - student_scaled,
+    )
+
+
+def _kl_from_parts(teacher_log_probs, student_log_probs, delta):
+    """sum_i p_i d_i - log sum_i q_i exp(d_i), where d = log p - log q up to a per-sample constant."""
+    return (teacher_log_probs.exp() * delta).sum(dim=-1) - _log_expectation_exp(student_log_probs, delta)
+
+
+def _log_expectation_exp(log_probs, delta):
+    """log sum_i q_i exp(d_i), accurate also for tiny d: with c = sum_i q_i d_i it equals
+    c + log1p(sum_i q_i expm1(d_i - c)) (used while |d - c| <= 1), else a plain logsumexp."""
+    probs = log_probs.exp()
+    centre = (probs * delta).sum(dim=-1, keepdim=True)
+    shifted = delta - centre
+    small = shifted.abs().amax(dim=-1) <= 1
+    # clamp keeps the unused branch finite, so torch.where does not leak inf/NaN into the gradient
+    accurate = centre.squeeze(-1) + torch.log1p((probs * torch.expm1(shifted.clamp(-1, 1))).sum(dim=-1))
+    return torch.where(small, accurate, torch.logsumexp(log_probs + delta, dim=-1))
+
+
+def _shift_max_to_zero(scaled_logits):
+    # softmax is shift invariant; removing the max keeps common offsets of teacher and student out of d.
+    return scaled_logits - scaled_logits.detach().amax(dim=-1, keepdim=True)
+
+
+def _check_pair(student_logits, teacher_logits):
+    """Validate (B, K) logits of equal shape; detach the teacher; cast both to a common compute dtype."""
+    _check_logits(student_logits, "student_logits", exact_dim=2)
+    _check_logits(teacher_logits, "teacher_logits", exact_dim=2)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must have the same shape (B, K), got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    batch, num_classes = student_logits.shape
+    if batch == 0:
+        raise ValueError("student_logits must hold at least one sample, got batch size 0")
+    if num_classes < 2:
+        raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
+    compute = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
+    return student_logits.to(compute), teacher_logits.detach().to(compute)
+
+
+def _check_loss_temperature(temperature, logits, name="temperature"):
+    """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype."""
+    if isinstance(temperature, torch.Tensor) and temperature.numel() != 1 and temperature.shape != (logits.shape[0], 1):
+        raise ValueError(f"{name} must be a number or a tensor of shape () or (B, 1), got shape {tuple(temperature.shape)}")
+    temperature = _check_temperature(temperature, logits, name)
+    if isinstance(temperature, torch.Tensor):
+        temperature = temperature.to(logits.dtype)
+    return temperature
+
+
+def _per_sample(temperature, logits):
+    """A temperature (number or tensor of shape (), (1,), (B, 1)) as a per-sample factor of shape (B,) or ()."""
+    if isinstance(temperature, torch.Tensor):
+        return temperature.reshape(-1) if temperature.numel() > 1 else temperature.reshape(())
+    return temperature
+
+
+def _check_targets(targets, logits):
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor of class indices, got {type(targets).__name__}")
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"targets must be an integer tensor of class indices, got {targets.dtype}")
+    batch, num_classes = logits.shape
+    if targets.shape != (batch,):
+        raise ValueError(f"targets must have shape (B,) = ({batch},), got {tuple(targets.shape)}")
+    if batch and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        raise ValueError(
+            f"targets must be class indices in [0, {num_classes - 1}], got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]"
+        )
+    return targets.long()
+
+
+def _check_weight(value, name):
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a finite number >= 0, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_reduction(reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f'reduction must be one of "mean", "sum", "none", got {reduction!r}')
+
+
+def _reduce(per_sample, reduction):
+    if reduction == "mean":
+        return per_sample.mean()
+    return per_sample.sum() if reduction == "sum" else per_sample

@@ -1,0 +1,334 @@
+"""Figures: every figure in the notebooks is one function here, usable outside notebooks too.
+
+Conventions (follow them when you add a figure):
+- A figure function takes *data* (tensors, arrays, lists, DataFrames) — never a model or a dataset to
+  train — plus keyword options and an optional ``ax`` (or ``axes`` for multi-panel figures) to draw into.
+- With ``ax=None`` it makes its own figure with pyplot (so it shows up by itself in a notebook).
+- It returns the ``matplotlib.figure.Figure`` it drew on (``fig = kdlab.plots.x(...)``; ``fig.savefig(...)``).
+- It is decorated with ``@_styled``, which applies the one kdlab look (:func:`_style`), and picks colours
+  with :func:`_color` so a method has the same colour in every figure.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import matplotlib
+import matplotlib.axes
+import numpy as np
+import torch
+
+__all__ = [
+    "tempered_distributions",
+    "entropy_vs_temperature",
+    "curves_vs_temperature",
+    "power_sum_histogram",
+    "image_grid",
+    "method_comparison",
+    "entropy_distributions",
+]
+
+# Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
+_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C564B", "#F0E442", "#000000"]
+_METHOD_COLORS = {
+    "teacher": "#000000",
+    "ce": "#7F7F7F",
+    "label_smoothing": "#B0B0B0",
+    "kd": "#0072B2",
+    "ttm": "#E69F00",
+    "wttm": "#D55E00",
+    "dtkd": "#009E73",
+    "lskd": "#CC79A7",
+    "dkd": "#56B4E9",
+    "ctkd": "#8C564B",
+}
+_RC = {
+    "figure.figsize": (6.0, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.prop_cycle": matplotlib.cycler(color=_PALETTE),
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "lines.linewidth": 1.8,
+    "image.cmap": "gray",
+}
+
+
+def _style():
+    """The kdlab look as a context manager: ``with _style(): ...`` (leaves global rcParams untouched)."""
+    return matplotlib.rc_context(_RC)
+
+
+def _styled(function):
+    """Decorator: draw the whole figure inside :func:`_style`."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _style():
+            return function(*args, **kwargs)
+    return wrapper
+
+
+def _color(name, index=0):
+    """A method's fixed colour (e.g. "kd"), else the palette colour number ``index``."""
+    return _METHOD_COLORS.get(str(name).lower(), _PALETTE[index % len(_PALETTE)])
+
+
+def _axes(ax=None, figsize=None):
+    """``ax`` itself, or the axes of a new pyplot figure in the kdlab style."""
+    if ax is not None:
+        if not isinstance(ax, matplotlib.axes.Axes):
+            raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _axes_row(count, axes=None, figsize=None, sharey=False):
+    """``axes`` (a sequence of ``count`` Axes) or a new pyplot figure with one row of ``count`` panels."""
+    if axes is not None:
+        axes = list(np.ravel(axes))
+        if len(axes) != count or not all(isinstance(ax, matplotlib.axes.Axes) for ax in axes):
+            raise ValueError(f"axes must be a sequence of {count} matplotlib Axes, got {len(axes)} item(s)")
+        return axes
+    import matplotlib.pyplot as plt
+
+    _, grid = plt.subplots(1, count, figsize=figsize, sharey=sharey, layout="constrained", squeeze=False)
+    return list(grid[0])
+
+
+def _array(values, name, ndim=None):
+    """A float64 numpy array from a tensor / array / list, with a clear error for anything else."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().to(torch.float64).numpy()
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a tensor, array or list of numbers, got {type(values).__name__}") from None
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}")
+    return array
+
+
+def _temperatures(values, name="temperatures"):
+    temperatures = _array(values, name, ndim=1)
+    if temperatures.size == 0 or not np.all(np.isfinite(temperatures)) or np.any(temperatures <= 0):
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of finite numbers > 0")
+    return temperatures
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Temperature and one softmax (notebook 01).
+
+@_styled
+def tempered_distributions(teacher_logits, temperatures, class_names=None, target=None, axes=None):
+    """One panel per temperature: the bars of p_T = softmax(v / T) for one logit vector v (shape (K,)).
+
+    The highlighted bar is ``target`` (default: the arg-max). Each title gives T and the entropy H(p_T).
+    """
+    logits = _array(teacher_logits, "teacher_logits", ndim=1)
+    temperatures = _temperatures(temperatures)
+    num_classes = logits.size
+    names = [str(k) for k in range(num_classes)] if class_names is None else [str(c) for c in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names must hold {num_classes} names, got {len(names)}")
+    target = int(np.argmax(logits)) if target is None else int(target)
+    panels = _axes_row(len(temperatures), axes, figsize=(2.1 * len(temperatures) + 0.6, 2.6), sharey=True)
+    colors = [_PALETTE[3] if k == target else _PALETTE[0] for k in range(num_classes)]
+    for ax, temperature in zip(panels, temperatures):
+        scaled = logits / temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        entropy = float(-(probs[probs > 0] * np.log(probs[probs > 0])).sum())
+        ax.bar(range(num_classes), probs, color=colors)
+        ax.set_xticks(range(num_classes), names, fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"T = {temperature:g}\nH = {entropy:.2f} nats", fontsize=10)
+        ax.grid(axis="x", visible=False)
+    panels[0].set_ylabel(r"$p_T$")
+    return panels[0].figure
+
+
+@_styled
+def entropy_vs_temperature(temperatures, entropies, num_classes, ax=None, label="test set"):
+    """Entropy of the tempered teacher vs temperature: median over samples and the 10-90 % band.
+
+    ``entropies`` has shape (N, len(temperatures)) (one row per sample). The dotted lines mark the limits:
+    0 nats (one-hot, T -> 0) and log K (uniform, T -> inf).
+    """
+    temperatures = _temperatures(temperatures)
+    values = _array(entropies, "entropies", ndim=2)
+    if values.shape[1] != temperatures.size:
+        raise ValueError(
+            f"entropies must have shape (N, {temperatures.size}) (one column per temperature), got {values.shape}"
+        )
+    ax = _axes(ax)
+    low, median, high = np.percentile(values, [10, 50, 90], axis=0)
+    ax.fill_between(temperatures, low, high, color=_PALETTE[0], alpha=0.25, linewidth=0, label="10-90 % of samples")
+    ax.plot(temperatures, median, color=_PALETTE[0], label=f"median ({label})")
+    ax.axhline(math.log(num_classes), color="black", linestyle=":", linewidth=1)
+    ax.axhline(0, color="black", linestyle=":", linewidth=1)
+    ax.text(temperatures[0], math.log(num_classes), f" log K = {math.log(num_classes):.2f} (uniform)",
+            va="bottom", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel(r"$H(p_T)$  [nats]")
+    ax.legend(loc="center right")
+    return ax.figure
+
+
+@_styled
+def curves_vs_temperature(temperatures, curves, ylabel="", logy=False, reference=None, ax=None, title=None):
+    """Several measured quantities against temperature (log x axis), one line per entry of ``curves``.
+
+    ``curves`` maps a label to values (one per temperature). ``reference`` optionally maps a label to a
+    guide line drawn dashed in grey (e.g. a 1/T^2 slope). Method names as labels ("kd", "ttm") get their
+    fixed colours.
+    """
+    temperatures = _temperatures(temperatures)
+    if not isinstance(curves, dict) or not curves:
+        raise TypeError("curves must be a non-empty dict label -> values (one per temperature)")
+    ax = _axes(ax)
+    for index, (label, values) in enumerate(curves.items()):
+        values = _array(values, f"curves[{label!r}]", ndim=1)
+        if values.size != temperatures.size:
+            raise ValueError(f"curves[{label!r}] must hold {temperatures.size} values, got {values.size}")
+        ax.plot(temperatures, values, marker="o", markersize=3.5, color=_color(label, index), label=str(label))
+    for label, values in (reference or {}).items():
+        values = _array(values, f"reference[{label!r}]", ndim=1)
+        ax.plot(temperatures, values, linestyle="--", color="#888888", linewidth=1.2, label=str(label))
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax.figure
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TTM / WTTM (notebook 03).
+
+@_styled
+def power_sum_histogram(weights, gamma, num_classes, ax=None, bins=40):
+    """Histogram of WTTM's weights U_gamma(p^t) = sum_i p_i^gamma over a data set.
+
+    The dotted lines mark the bounds: 1 (a one-hot, confident teacher) and K^(1 - gamma) (a uniform,
+    clueless teacher); WTTM multiplies each sample's TTM loss by its U.
+    """
+    values = _array(weights, "weights", ndim=1)
+    ax = _axes(ax)
+    upper = num_classes ** (1 - gamma)
+    ax.hist(values, bins=np.linspace(1, upper, bins + 1), color=_color("wttm"), alpha=0.85)
+    for bound, text in ((1.0, "1: one-hot"), (upper, f"$K^{{1-\\gamma}}$ = {upper:.2f}: uniform")):
+        ax.axvline(bound, color="black", linestyle=":", linewidth=1)
+        ax.text(bound, ax.get_ylim()[1] * 0.95, " " + text, fontsize=8, va="top",
+                ha="left" if bound == 1.0 else "right")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$U_\gamma(p^t) = \sum_i (p^t_i)^\gamma$" + f"   (gamma = {gamma:g}, T = {1 / gamma:g})")
+    ax.set_ylabel("samples")
+    return ax.figure
+
+
+@_styled
+def image_grid(images, titles=None, columns=8, axes=None, title=None):
+    """A grid of images (N, C, H, W) or (N, H, W), e.g. the test digits WTTM weighs most and least."""
+    pictures = images.detach().cpu().float() if isinstance(images, torch.Tensor) else torch.as_tensor(images).float()
+    if pictures.dim() == 4:
+        pictures = pictures[:, 0] if pictures.shape[1] == 1 else pictures.permute(0, 2, 3, 1)
+    if pictures.dim() not in (3, 4) or pictures.shape[0] == 0:
+        raise ValueError(f"images must have shape (N, C, H, W) or (N, H, W) with N >= 1, got {tuple(images.shape)}")
+    count = pictures.shape[0]
+    titles = [""] * count if titles is None else [str(t) for t in titles]
+    if len(titles) != count:
+        raise ValueError(f"titles must hold {count} strings (one per image), got {len(titles)}")
+    rows = math.ceil(count / columns)
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        figure, grid = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.35 * rows + 0.3), squeeze=False,
+                                    layout="constrained")
+        axes = list(grid.ravel())
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) < count:
+            raise ValueError(f"axes must hold at least {count} Axes, got {len(axes)}")
+    for index, ax in enumerate(axes):
+        ax.axis("off")
+        if index < count:
+            picture = pictures[index]
+            if picture.dim() == 3:
+                picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-12)
+            ax.imshow(picture.numpy())
+            ax.set_title(titles[index], fontsize=8)
+    if title:
+        axes[0].figure.suptitle(title, fontsize=11)
+    return axes[0].figure
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Comparing trained students.
+
+@_styled
+def method_comparison(results, value="test_acc", method="method", ax=None, ylabel=None, reference=None):
+    """One column per method: a dot per run (e.g. per seed) and a bar at the mean, with the mean printed.
+
+    ``results`` is a DataFrame with one row per run and the columns ``method`` and ``value``.
+    ``reference`` optionally maps a label to a horizontal line (e.g. {"teacher": 98.1}).
+    """
+    for column in (method, value):
+        if column not in getattr(results, "columns", ()):
+            raise ValueError(f"results must be a DataFrame with a {column!r} column")
+    ax = _axes(ax)
+    names = list(dict.fromkeys(results[method]))
+    for index, name in enumerate(names):
+        runs = results.loc[results[method] == name, value].to_numpy(dtype=float)
+        color = _color(name, index)
+        ax.bar(index, runs.mean(), color=color, alpha=0.35, width=0.6)
+        ax.scatter(np.full(runs.size, index) + np.linspace(-0.12, 0.12, runs.size), runs, color=color, zorder=3, s=18)
+        ax.annotate(f"{runs.mean():.2f}", (index, runs.max()), xytext=(0, 4), textcoords="offset points",
+                    ha="center", fontsize=9)
+    for label, level in (reference or {}).items():
+        ax.axhline(level, color="black", linestyle=":", linewidth=1)
+        ax.text(len(names) - 0.5, level, f"{label} {level:.2f}", ha="right", va="bottom", fontsize=8)
+    values = results[value].to_numpy(dtype=float)
+    spread = max(values.max() - values.min(), 1e-6)
+    ax.set_ylim(values.min() - 1.5 * spread, values.max() + 1.0 * spread)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(ylabel or value)
+    ax.grid(axis="x", visible=False)
+    return ax.figure
+
+
+@_styled
+def entropy_distributions(entropies, num_classes=None, ax=None, bins=40, xlabel="entropy of the output [nats]"):
+    """Overlaid histograms (step lines) of per-sample output entropies, one per label of ``entropies``.
+
+    ``entropies`` maps a label (e.g. a method name) to a 1-D array of entropies; the legend gives the mean.
+    """
+    if not isinstance(entropies, dict) or not entropies:
+        raise TypeError("entropies must be a non-empty dict label -> 1-D array of entropies")
+    ax = _axes(ax)
+    arrays = {label: _array(values, f"entropies[{label!r}]", ndim=1) for label, values in entropies.items()}
+    top = math.log(num_classes) if num_classes else max(array.max() for array in arrays.values())
+    edges = np.linspace(0, top, bins + 1)
+    for index, (label, values) in enumerate(arrays.items()):
+        ax.hist(values, bins=edges, histtype="step", linewidth=1.8, color=_color(label, index),
+                label=f"{label} (mean {values.mean():.3f})")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("samples")
+    ax.legend()
+    return ax.figure

@@ -1,0 +1,882 @@
+"""Temperature sweeps at the speed of one run: many students trained together as one batched model.
+
+Choosing a temperature means a grid: temperatures x seeds x methods x optimizers. Run one ``distill`` per
+cell and the grid costs as many runs as it has cells. But the students of a grid are small and all do the
+same thing to the same data, so ``sweep`` trains them *together*:
+
+* **One batched model.** N students of the same architecture are stacked into one set of parameters with a
+  leading dimension of size N (``torch.func.stack_module_state``) and run as one network with
+  ``torch.func.vmap(functional_call(...))``. When all N students see the same batch (same seed), the first
+  layer is a single (B, 784) @ (784, N * 64) matrix product instead of N small ones.
+* **One pass over each batch.** The teacher's logits are computed once for the training split (as
+  ``distill`` does) and shared by all students; each student takes its own loss, the losses are summed and
+  one ``backward`` runs for all of them. The students are independent, so the gradient of the sum with
+  respect to student n's parameters is exactly student n's own gradient.
+* **One optimizer step.** ``torch.optim`` keeps one learning rate per parameter group, so kdlab has its own
+  SGD (momentum) and AdamW that update the stacked parameters with per-student hyper-parameters broadcast
+  along dimension 0 (:class:`StackedOptimizer`, the same formulas as ``torch.optim.SGD``/``AdamW``).
+* **One loss call per method.** The recipes of ``kdlab.methods`` are evaluated for all students of a method
+  at once: every recipe is a batch mean of per-sample terms, and ``kdlab.losses`` accepts one temperature
+  per sample, so the students' logits are flattened to (N * B, K) with each student's temperature repeated
+  B times (:func:`_stacked_terms`, checked term by term against ``Method`` in the tests). Recipes with
+  learnable or data-dependent temperatures (CTKD, DTKD) call their own ``Method`` per student.
+
+Every student follows ``kdlab.train``'s training protocol exactly (``torch.manual_seed(seed)`` before the
+model is created, a ``torch.Generator().manual_seed(seed)`` permutation per epoch, the same recipe
+defaults, the same schedule), so each student of a sweep ends within float tolerance of the same
+configuration trained alone by ``kdlab.distill`` (tested for KD/TTM with SGD/AdamW).
+
+Students are grouped automatically: one group per (student architecture, batch size, epochs). Students whose
+training cannot be batched (a student with dropout or BatchNorm, whose randomness or statistics depend on the
+batch composition) are trained by ``kdlab.distill`` one by one; the result is the same, just slower.
+
+With ``out=folder`` every finished group is saved atomically to ``folder/groups/<key>.csv`` and the final
+table to ``folder/sweep.csv``. Each row carries a ``run_key``, a hash of everything that determines the run
+(configuration, epochs, dataset contents, teacher weights); a rerun loads the finished runs instead of
+training them again, so an interrupted sweep loses no finished group.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.losses import dkd_loss, kd_loss, lskd_loss, ttm_loss, wttm_loss
+from kdlab.methods import get_method, list_methods
+from kdlab.train import (
+    _autocast,
+    _dataset_fingerprint,
+    _make_optimizer,
+    _make_scheduler,
+    _resolve_dataset,
+    _resolve_device,
+    _resolve_model,
+    _resolve_recipe,
+    _SETTING_NAMES,
+    distill,
+    predict,
+    train_teacher,
+)
+
+__all__ = ["sweep", "expand_grid", "StackedOptimizer"]
+
+# Bump when the meaning of a saved group file changes: old files are then simply not reused.
+_FORMAT_VERSION = 1
+_EVAL_BATCH = 1024
+_CONFIG_COLUMNS = ("student", "method", "temperature", "seed", "epochs", "optimizer", "lr", "batch_size",
+                   "weight_decay", "momentum", "schedule")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------
+
+def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, out=None, progress=True,
+          recipe=None, device="auto", return_students=False, **common):
+    """Train every configuration of ``grid`` (a temperature sweep, seeds, methods, ...) as few batched runs.
+
+    teacher: a trained ``nn.Module``, a model name (trained or loaded by ``kdlab.train_teacher``) or None when
+    no configuration needs one. dataset: a name or a ``Dataset`` (typically a transfer set). student: a model
+    name (each configuration initialised after ``torch.manual_seed(seed)``, as ``distill`` does) or an
+    ``nn.Module`` (every configuration starts from a copy of it).
+
+    grid: dict mapping a field to a list of values; the sweep runs their Cartesian product. Fields: "method",
+    "temperature", "seed", "optimizer", "lr", "batch_size", "weight_decay", "momentum", "schedule", "epochs",
+    "student" and any method hyper-parameter ("beta", "warmup", ...). ``**common`` gives single values of the
+    same fields for every configuration (``method="kd"`` is the default). Settings left out come from the
+    recipe, exactly as in ``kdlab.distill``. Methods without a temperature ("ce", "label_smoothing") are run
+    once per combination of the other fields, with temperature NaN in the table.
+
+    Example: ``sweep(teacher, transfer, grid={"method": ["kd", "ttm"], "temperature": [1, 2, 4, 8],
+    "seed": [0, 1, 2]}, epochs=10)`` trains 24 students in one batched run.
+
+    Returns a tidy ``pandas.DataFrame`` with one row per (configuration, epoch): "config" (the configuration's
+    number), the configuration fields, "epoch", one column per loss term (NaN where a method has no such term),
+    "loss", "train_acc", "test_acc" (percent), "epoch_lr" (the scheduled learning rate of that epoch; "lr" is
+    the configuration's base learning rate), "seconds" (wall time of the epoch of the whole group),
+    "temperature_mean/min/max" for DTKD and CTKD, and "run_key". With ``return_students=True`` returns
+    ``(frame, students)``, the trained students in configuration order (None for runs loaded from ``out``).
+
+    out: a folder; finished groups are saved there atomically and a rerun skips them (see the module doc).
+    progress: show a progress bar over groups x epochs (``False`` silences it).
+    """
+    _check_flag(progress, "progress")
+    _check_flag(return_students, "return_students")
+    device = _resolve_device(device)
+    dataset = _resolve_dataset(dataset, device)
+    if epochs is not None:
+        common["epochs"] = epochs
+    if "student" in common:
+        raise TypeError("give the student with student=..., or vary it with grid={'student': [...]}")
+    common["student"] = student
+    configs = [_resolve_config(raw, dataset, recipe) for raw in expand_grid(grid, **common)]
+    configs = _deduplicate(configs)
+
+    if any(config["method_object"].needs_teacher for config in configs):
+        if teacher is None:
+            raise ValueError("teacher must be given: some configurations use a method that needs a teacher")
+        if isinstance(teacher, str):
+            teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
+        elif not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module, a model name or None, got {type(teacher).__name__}")
+        teacher.to(device)
+    else:
+        teacher = None
+
+    fingerprint = {"format": _FORMAT_VERSION, "dataset": _dataset_fingerprint(dataset),
+                   "teacher": _module_fingerprint(teacher)}
+    for config in configs:
+        config["run_key"] = _run_key(config, fingerprint)
+
+    folder = Path(out) if out is not None else None
+    finished = _load_finished(folder) if folder is not None else {}
+    todo = [c for c in configs if c["run_key"] not in finished]
+    groups = _make_groups(todo, dataset)
+
+    from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
+
+    total = sum(group[0]["settings"]["epochs"] for group in groups)
+    bar = tqdm(total=total, desc=f"sweep ({len(configs)} runs, {len(groups)} groups)", unit="epoch",
+               disable=not progress)
+    students = {}
+    cached_teacher_logits = _TeacherLogits(teacher, dataset)
+    try:
+        for group in groups:
+            if len(group) > 1 or _batchable(group[0]["student"], dataset):
+                frame, trained = _train_group(group, dataset, teacher, cached_teacher_logits, device, bar)
+            else:
+                frame, trained = _distill_one(group[0], dataset, teacher, device, bar)
+            students.update(trained)
+            if folder is not None:
+                _save_group(folder, frame)
+            for key, rows in frame.groupby("run_key", sort=False):
+                finished[key] = rows
+    finally:
+        bar.close()
+
+    frame = _assemble(configs, finished)
+    if folder is not None:
+        _atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
+    if return_students:
+        return frame, [students.get(config["config"]) for config in configs]
+    return frame
+
+
+def expand_grid(grid=None, **common):
+    """The list of configurations (dicts) of ``grid`` x ``common``, in grid order.
+
+    ``grid`` maps a field to a list (or tuple) of values; ``common`` gives single values. A field may not be
+    in both. For methods without a temperature ("ce", "label_smoothing") the temperature is dropped and
+    duplicates removed, so they are run once, not once per temperature.
+    Example: ``expand_grid({"temperature": [1, 4], "seed": [0, 1]}, method="kd")`` -> 4 configurations.
+    """
+    if grid is None:
+        grid = {}
+    if not isinstance(grid, dict):
+        raise TypeError(f"grid must be a dict mapping a field to a list of values, got {type(grid).__name__}")
+    for key, values in grid.items():
+        if not isinstance(key, str):
+            raise TypeError(f"grid keys must be field names (str), got {key!r}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, range)):
+            raise TypeError(f"grid[{key!r}] must be a list of values, got {values!r}")
+        if len(values) == 0:
+            raise ValueError(f"grid[{key!r}] must hold at least one value, got an empty list")
+        if key in common:
+            raise ValueError(f"field {key!r} is given both in grid and as a keyword; give it once")
+    common = {"method": "kd", **common}
+    keys = list(grid)
+    configs, seen = [], set()
+    without_temperature = {name for name, defaults in list_methods().items() if "temperature" not in defaults}
+    for values in itertools.product(*(grid[key] for key in keys)):
+        config = dict(common)
+        config.update(zip(keys, values))
+        if config.get("method") in without_temperature:
+            config.pop("temperature", None)
+        identity = repr(sorted((k, _hashable(v)) for k, v in config.items()))
+        if identity not in seen:
+            seen.add(identity)
+            configs.append(config)
+    return configs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The batched optimizer
+# ----------------------------------------------------------------------------------------------------------
+
+class StackedOptimizer:
+    """SGD with momentum and AdamW for parameters stacked along dimension 0, one student per slice.
+
+    ``torch.optim`` has one learning rate per parameter group; a stacked parameter of shape (N, ...) holds N
+    students that each need their own learning rate, weight decay and even optimizer. The update of each slice
+    n uses the formulas of ``torch.optim`` with student n's hyper-parameters (broadcast along dimension 0):
+
+        SGD   (torch.optim.SGD, no dampening, no Nesterov)
+              g = grad + weight_decay * p;   b = g (first step) else momentum * b + g;   p = p - lr * b
+        AdamW (torch.optim.AdamW, betas (0.9, 0.999), eps 1e-8; decoupled weight decay)
+              p = p * (1 - lr * weight_decay);   m = m + (1 - beta1) (g - m);   v = beta2 v + (1 - beta2) g^2
+              p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    kinds: "sgd" or "adamw" per student. The students of one kind must be contiguous (``sweep`` sorts them),
+    so each kind updates a view of the stacked tensor, not a copy. ``set_lr`` sets this epoch's learning rates.
+    """
+
+    def __init__(self, params, kinds, lr, momentum, weight_decay, betas=(0.9, 0.999), eps=1e-8):
+        self.params = list(params)
+        if not self.params or not all(isinstance(p, torch.Tensor) and p.dim() >= 1 for p in self.params):
+            raise TypeError("params must be a non-empty list of tensors stacked along dimension 0")
+        count = self.params[0].shape[0]
+        if any(p.shape[0] != count for p in self.params):
+            raise ValueError("params must all have the same size N along dimension 0 (one slice per student)")
+        kinds = list(kinds)
+        if len(kinds) != count or any(k not in ("sgd", "adamw") for k in kinds):
+            raise ValueError(f"kinds must list 'sgd' or 'adamw' for each of the {count} students, got {kinds!r}")
+        self.ranges = []
+        for kind, run in itertools.groupby(range(count), key=lambda n: kinds[n]):
+            run = list(run)
+            if any(kind == existing for existing, _, _ in self.ranges):
+                raise ValueError("kinds must be contiguous (all 'sgd' students together), got " + repr(kinds))
+            self.ranges.append((kind, run[0], run[-1] + 1))
+        self.count = count
+        self.betas, self.eps = betas, eps
+        self.momentum = self._column(momentum, "momentum")
+        self.weight_decay = self._column(weight_decay, "weight_decay")
+        self.set_lr(lr)
+        self.steps = 0
+        self.state = [{} for _ in self.params]
+
+    def _column(self, values, name):
+        values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values] * self.count)]
+        if len(values) != self.count or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"{name} must be {self.count} finite numbers >= 0, got {values!r}")
+        return values
+
+    def set_lr(self, lr):
+        """Per-student learning rates (a number or N numbers) for the next steps."""
+        self.lr = self._column(lr, "lr")
+        self._columns = {
+            "neg_lr": self._tensor([-lr for lr in self.lr]),
+            "decay": self._tensor([1 - lr * wd for lr, wd in zip(self.lr, self.weight_decay)]),
+            "weight_decay": self._tensor(self.weight_decay),
+            "momentum": self._tensor(self.momentum),
+        }
+
+    def _tensor(self, values):
+        # Per-student factors are computed in float64 from Python floats, as torch.optim does, then rounded
+        # once to the parameters' dtype.
+        param = self.params[0]
+        return torch.tensor(values, dtype=torch.float64).to(device=param.device, dtype=param.dtype)
+
+    @staticmethod
+    def _along(column, param, start, stop):
+        """column[start:stop] shaped (n, 1, 1, ...) to broadcast against param[start:stop]."""
+        return column[start:stop].view(-1, *([1] * (param.dim() - 1)))
+
+    def zero_grad(self):
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.steps += 1
+        beta1, beta2 = self.betas
+        bias_correction1 = 1 - beta1 ** self.steps
+        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        columns = self._columns
+        if any(kind == "adamw" for kind, _, _ in self.ranges):
+            columns = dict(columns, neg_step_size=self._tensor([-lr / bias_correction1 for lr in self.lr]))
+        for param, state in zip(self.params, self.state):
+            if param.grad is None:
+                continue
+            for kind, start, stop in self.ranges:
+                p, grad = param[start:stop], param.grad[start:stop]
+                decays = any(self.weight_decay[start:stop])
+                if kind == "sgd":
+                    if decays:
+                        grad = grad + self._along(columns["weight_decay"], param, start, stop) * p
+                    buffer = state.get(start)
+                    if buffer is None:
+                        state[start] = buffer = grad.clone()
+                    else:
+                        buffer.mul_(self._along(columns["momentum"], param, start, stop)).add_(grad)
+                    p.addcmul_(buffer, self._along(columns["neg_lr"], param, start, stop))
+                else:
+                    if decays:
+                        p.mul_(self._along(columns["decay"], param, start, stop))
+                    if start not in state:
+                        state[start] = (torch.zeros_like(p), torch.zeros_like(p))
+                    exp_avg, exp_avg_sq = state[start]
+                    exp_avg.lerp_(grad, 1 - beta1)
+                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    denominator = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+                    p.addcdiv_(exp_avg * self._along(columns["neg_step_size"], param, start, stop), denominator)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configurations and groups
+# ----------------------------------------------------------------------------------------------------------
+
+def _resolve_config(raw, dataset, recipe):
+    """A raw grid cell -> the effective configuration: settings from the recipe, a Method, the seed."""
+    raw = dict(raw)
+    student = raw.pop("student")
+    if not isinstance(student, (str, nn.Module)):
+        raise TypeError(f"student must be a model name or an nn.Module, got {type(student).__name__}")
+    seed = raw.pop("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    method_name = raw.pop("method")
+    if not isinstance(method_name, str):
+        raise TypeError(f"method must be a method name (see kdlab.list_methods()), got {method_name!r}")
+    explicit = {name: raw.pop(name) for name in _SETTING_NAMES if name in raw}
+    settings = _resolve_recipe(recipe, dataset.name, "student", **explicit)
+    overrides = {k: v for k, v in raw.items() if v is not None}
+    method = get_method(method_name, **overrides)
+    return {
+        "student": student,
+        "student_name": student if isinstance(student, str) else type(student).__name__,
+        "seed": seed,
+        "method": method_name,
+        "method_object": method,
+        "overrides": overrides,
+        "settings": settings,
+        "temperature": float(method.hparams["temperature"]) if method.uses_temperature else math.nan,
+    }
+
+
+def _deduplicate(configs):
+    """Drop configurations that resolve to the same run (e.g. lr=None and lr=<the recipe's value>)."""
+    unique, seen = [], set()
+    for config in configs:
+        identity = _identity(config)
+        if identity not in seen:
+            seen.add(identity)
+            config["config"] = len(unique)
+            unique.append(config)
+    return unique
+
+
+def _identity(config):
+    return json.dumps({"student": config["student_name"], "student_id": 0 if isinstance(config["student"], str)
+                       else id(config["student"]), "seed": config["seed"], "method": config["method"],
+                       "hparams": {k: repr(v) for k, v in sorted(config["method_object"].hparams.items())},
+                       "settings": config["settings"]}, sort_keys=True, default=str)
+
+
+def _make_groups(configs, dataset):
+    """Configurations that can share a pass: same student architecture, batch size and number of epochs.
+    Inside a group, students are ordered by optimizer (contiguous ranges for StackedOptimizer) and method
+    (one stacked loss call per method). Students that cannot be batched form groups of one."""
+    groups = {}
+    for config in configs:
+        student = config["student"]
+        key = (student if isinstance(student, str) else id(student), config["settings"]["batch_size"],
+               config["settings"]["epochs"])
+        groups.setdefault(key, []).append(config)
+    result = []
+    for group in groups.values():
+        group.sort(key=lambda c: (c["settings"]["optimizer"], c["method"], c["config"]))
+        if _batchable(group[0]["student"], dataset):
+            result.append(group)
+        else:
+            result.extend([config] for config in group)
+    return result
+
+
+def _batchable(student, dataset):
+    """Students with dropout or BatchNorm are trained one by one by ``distill``: their randomness (the global
+    RNG) or their running statistics cannot be reproduced exactly inside a batched model."""
+    if isinstance(student, str):
+        with torch.random.fork_rng(devices=[]):
+            student = _resolve_model(student, dataset, 0, "student")
+    unbatchable = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                   nn.modules.batchnorm._BatchNorm)
+    return not any(isinstance(module, unbatchable) for module in student.modules())
+
+
+def _run_key(config, fingerprint):
+    student = config["student"]
+    description = {
+        **fingerprint,
+        "student": config["student_name"],
+        "student_weights": None if isinstance(student, str) else _module_fingerprint(student),
+        "seed": config["seed"],
+        "method": config["method"],
+        "hparams": {k: repr(v) for k, v in sorted(config["method_object"].hparams.items())},
+        "settings": config["settings"],
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _module_fingerprint(module):
+    if module is None:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _config_columns(config):
+    settings = config["settings"]
+    columns = {
+        "config": config["config"],
+        "student": config["student_name"],
+        "method": config["method"],
+        "temperature": config["temperature"],
+        "seed": config["seed"],
+        "epochs": settings["epochs"],
+        "optimizer": settings["optimizer"],
+        "lr": settings["lr"],
+        "batch_size": settings["batch_size"],
+        "weight_decay": settings["weight_decay"],
+        "momentum": settings["momentum"],
+        "schedule": _schedule_name(settings["schedule"]),
+    }
+    columns.update({k: v for k, v in config["overrides"].items() if k not in ("temperature", "gamma")})
+    return columns
+
+
+def _schedule_name(schedule):
+    if schedule is None:
+        return "constant"
+    if isinstance(schedule, (list, tuple)):
+        return ",".join(str(m) for m in schedule)
+    return str(schedule)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training one group as one batched model
+# ----------------------------------------------------------------------------------------------------------
+
+class _TeacherLogits:
+    """The teacher's logits for the whole training split, computed once (as ``distill`` does) and shared by
+    every group; None when there is no teacher or the data are augmented (then the teacher runs per batch)."""
+
+    def __init__(self, teacher, dataset):
+        self.teacher, self.dataset, self._logits = teacher, dataset, None
+
+    def get(self):
+        if self.teacher is None or self.dataset.augment:
+            return None
+        if self._logits is None:
+            was_training = self.teacher.training
+            self._logits = predict(self.teacher, self.dataset.train_images)
+            self.teacher.train(was_training)
+        return self._logits
+
+
+def _train_group(group, dataset, teacher, teacher_logits, device, bar):
+    """Train the students of ``group`` together; return (history frame, {config: trained student})."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    count = len(group)
+    settings = [config["settings"] for config in group]
+    epochs, batch_size = settings[0]["epochs"], settings[0]["batch_size"]
+
+    # Students initialised exactly as distill does, then stacked: params[name] has shape (N, ...).
+    students = []
+    for config in group:
+        student = config["student"]
+        student = copy.deepcopy(student) if isinstance(student, nn.Module) else \
+            _resolve_model(student, dataset, config["seed"], "student")
+        students.append(student.to(device).train())
+    params, buffers = stack_module_state(students)
+    skeleton = copy.deepcopy(students[0]).to("meta")
+
+    def run_one(p, b, images):
+        return functional_call(skeleton, (p, b), (images,))
+
+    methods = [get_method(config["method"], **config["overrides"]).to(device) for config in group]
+    optimizer = StackedOptimizer(list(params.values()), [s["optimizer"] for s in settings],
+                                 [s["lr"] for s in settings], [s["momentum"] for s in settings],
+                                 [s["weight_decay"] for s in settings])
+    lr_schedules = [_lr_schedule(s) for s in settings]
+    # CTKD's learnable temperature: its own torch.optim optimizer and schedule with the student's settings,
+    # which updates it exactly as distill's shared optimizer does (torch.optim updates each tensor alone).
+    method_optimizers = []
+    for method, s in zip(methods, settings):
+        method_params = list(method.parameters())
+        if method_params:
+            method_optimizer = _make_optimizer(method_params, s)
+            method_optimizers.append((method_optimizer, _make_scheduler(method_optimizer, s)))
+    loss_sets = _loss_sets(group, methods)
+
+    # One shuffling stream per distinct seed, as in distill.
+    seeds = list(dict.fromkeys(config["seed"] for config in group))
+    stream_of = torch.tensor([seeds.index(config["seed"]) for config in group], device=device)
+    generators = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
+    augment_generators = {seed: torch.Generator().manual_seed(seed + 1) for seed in seeds}
+    shared_input = len(seeds) == 1
+    forward = vmap(run_one, in_dims=(0, 0, None if shared_input else 0))
+    cached = teacher_logits.get()
+    train_images, train_targets = dataset.train_images, dataset.train_targets
+    n_train = train_targets.shape[0]
+
+    from kdlab.data import augment_batch
+
+    histories = [[] for _ in group]
+    if teacher is not None:
+        teacher_was_training = teacher.training
+        teacher.eval()
+    try:
+        for epoch in range(1, epochs + 1):
+            start_time = time.perf_counter()
+            epoch_lrs = [schedule[epoch - 1] for schedule in lr_schedules]
+            optimizer.set_lr(epoch_lrs)
+            skeleton.train()
+            perms = [torch.randperm(n_train, generator=generators[seed]).to(device) for seed in seeds]
+            sums, seen = {}, 0
+            correct = torch.zeros(count, dtype=torch.int64, device=device)
+            temperature_stats = [[0.0, 0, math.inf, -math.inf] for _ in group]
+            for start in range(0, n_train, batch_size):
+                images, targets, teacher_out = [], [], []
+                for seed, perm in zip(seeds, perms):
+                    index = perm[start:start + batch_size]
+                    batch = train_images[index]
+                    if dataset.augment:
+                        batch = augment_batch(batch, generator=augment_generators[seed])
+                    images.append(batch)
+                    targets.append(train_targets[index])
+                    if teacher is None:
+                        teacher_out.append(None)
+                    elif cached is not None:
+                        teacher_out.append(cached[index])
+                    else:
+                        with torch.inference_mode(), _autocast(device):
+                            logits = teacher(batch).float()
+                        teacher_out.append(logits.clone())
+                if shared_input:
+                    x = images[0]
+                    targets_n = targets[0].expand(count, -1)
+                    teacher_n = None if teacher is None else teacher_out[0].expand(count, -1, -1)
+                else:
+                    x = torch.stack(images)[stream_of]
+                    targets_n = torch.stack(targets)[stream_of]
+                    teacher_n = None if teacher is None else torch.stack(teacher_out)[stream_of]
+                with _autocast(device):
+                    student_logits = forward(params, buffers, x)
+                student_logits = student_logits.float()
+                terms, loss_per_student = _group_terms(loss_sets, student_logits, teacher_n, targets_n, epoch,
+                                                       count)
+                optimizer.zero_grad()
+                for method_optimizer, _ in method_optimizers:
+                    method_optimizer.zero_grad(set_to_none=True)
+                loss_per_student.sum().backward()
+                optimizer.step()
+                for method_optimizer, _ in method_optimizers:
+                    method_optimizer.step()
+
+                batch_count = targets_n.shape[1]
+                seen += batch_count
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value * batch_count
+                sums["loss"] = sums.get("loss", 0.0) + loss_per_student.detach() * batch_count
+                correct += (student_logits.detach().argmax(dim=-1) == targets_n).sum(dim=1)
+                for n, method in enumerate(methods):
+                    temperatures = method.last_temperatures
+                    if temperatures is not None:
+                        temperatures = temperatures.detach().float().flatten()
+                        stats = temperature_stats[n]
+                        stats[0] += temperatures.sum()
+                        stats[1] += temperatures.numel()
+                        stats[2] = min(stats[2], float(temperatures.min()))
+                        stats[3] = max(stats[3], float(temperatures.max()))
+
+            for _, scheduler in method_optimizers:
+                if scheduler is not None:
+                    scheduler.step()
+            test_acc = _test_accuracy(forward, skeleton, params, buffers, dataset, device)
+            seconds = time.perf_counter() - start_time
+            totals = {name: (value.double() / seen).tolist() for name, value in sums.items()}
+            train_acc = (100.0 * correct.double() / seen).tolist()
+            for n, config in enumerate(group):
+                row = {"epoch": epoch}
+                row.update({name: values[n] for name, values in totals.items() if name != "loss"
+                            and not math.isnan(values[n])})
+                row["loss"] = totals["loss"][n]
+                row["train_acc"] = train_acc[n]
+                row["test_acc"] = test_acc[n]
+                row["epoch_lr"] = epoch_lrs[n]
+                row["seconds"] = seconds
+                t_sum, t_count, t_min, t_max = temperature_stats[n]
+                if t_count:
+                    row["temperature_mean"] = float(t_sum) / t_count
+                    row["temperature_min"] = t_min
+                    row["temperature_max"] = t_max
+                histories[n].append(row)
+            bar.update(1)
+            bar.set_postfix(best_test_acc=f"{max(test_acc):.2f}")
+    finally:
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+
+    trained = {}
+    for n, (config, student) in enumerate(zip(group, students)):
+        with torch.no_grad():
+            for name, param in student.named_parameters():
+                param.copy_(params[name][n])
+            for name, buffer in student.named_buffers():
+                buffer.copy_(buffers[name][n])
+        trained[config["config"]] = student.eval()
+    return _group_frame(group, histories), trained
+
+
+def _test_accuracy(forward, skeleton, params, buffers, dataset, device):
+    """Test accuracy (percent) of every student, from one batched forward per chunk of test images."""
+    skeleton.eval()
+    images, targets = dataset.test_images, dataset.test_targets.to(device)
+    count = next(iter(params.values())).shape[0]
+    correct = torch.zeros(count, dtype=torch.int64, device=device)
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, images.shape[0], _EVAL_BATCH):
+            logits = forward(params, buffers, images[start:start + _EVAL_BATCH].to(device))
+            correct += (logits.float().argmax(dim=-1) == targets[start:start + _EVAL_BATCH]).sum(dim=1)
+    skeleton.train()
+    return (100.0 * correct.double() / targets.shape[0]).tolist()
+
+
+def _lr_schedule(settings):
+    """The learning rate of each epoch, from the same torch scheduler ``distill`` builds (exactly its values)."""
+    dummy = torch.zeros(1, requires_grad=True)
+    optimizer = _make_optimizer([dummy], settings)
+    scheduler = _make_scheduler(optimizer, settings)
+    lrs = []
+    for _ in range(settings["epochs"]):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        if scheduler is not None:
+            scheduler.step()
+    return lrs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss terms of many students at once
+# ----------------------------------------------------------------------------------------------------------
+
+def _loss_sets(group, methods):
+    """Contiguous runs of students (start, stop, method name, methods) that share one loss evaluation: one
+    stacked call for recipes in ``_STACKED``, one ``Method`` call per student otherwise."""
+    sets = []
+    for n, method in enumerate(methods):
+        stacked = method.name in _STACKED and not list(method.parameters())
+        if sets and stacked and sets[-1][2] == method.name and sets[-1][4] \
+                and group[n]["settings"]["optimizer"] == group[sets[-1][0]]["settings"]["optimizer"]:
+            sets[-1][1] = n + 1
+            sets[-1][3].append(method)
+        else:
+            sets.append([n, n + 1, method.name, [method], stacked])
+    return sets
+
+
+def _group_terms(loss_sets, student_logits, teacher_logits, targets, epoch, count):
+    """Every student's weighted terms and loss.
+
+    Returns (terms, loss): terms maps a term name to an (N,) tensor (NaN for students whose method has no
+    such term, for logging only); loss is the (N,) tensor of each student's sum of terms (what it minimises).
+    """
+    pieces, losses = {}, []
+    for start, stop, name, methods, stacked in loss_sets:
+        teacher = None if teacher_logits is None else teacher_logits[start:stop]
+        if stacked:
+            values = _stacked_terms(methods, student_logits[start:stop], teacher, targets[start:stop], epoch)
+        else:
+            results = [method(student_logits[n], None if teacher is None else teacher[n - start], targets[n], epoch)
+                       for n, method in zip(range(start, stop), methods)]
+            values = {term: torch.stack([r[term] for r in results]) for term in results[0]}
+        for term, value in values.items():
+            pieces.setdefault(term, []).append((start, stop, value))
+        losses.append(sum(values.values()))
+    terms = {}
+    for term, parts in pieces.items():
+        filled, position = [], 0
+        for start, stop, value in parts:
+            if start > position:
+                filled.append(torch.full((start - position,), math.nan, device=value.device))
+            filled.append(value.detach())
+            position = stop
+        if position < count:
+            filled.append(torch.full((count - position,), math.nan, device=student_logits.device))
+        terms[term] = torch.cat(filled)
+    return terms, torch.cat(losses)
+
+
+def _per_student(values, like):
+    """A list of per-student numbers as an (M, 1) column (one row per student) in the dtype of ``like``."""
+    return torch.tensor(values, dtype=torch.float64).to(like.dtype).to(like.device).view(-1, 1)
+
+
+def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch):
+    """The weighted terms of M students of one recipe, each an (M,) tensor, from one call per loss.
+
+    student_logits (M, B, K), teacher_logits (M, B, K), targets (M, B). Every recipe of ``kdlab.methods`` is
+    a sum of weight x batch-mean of per-sample losses, so the M students' rows are flattened to (M * B, K),
+    each student's temperature is repeated over its B rows (kdlab.losses takes a (rows, 1) temperature), and
+    the per-sample losses are averaged back per student. The weights and warm-up are each method's own
+    (``hparams``, ``warmup_factor``); the tests compare every recipe here with ``Method`` itself.
+    """
+    count, batch, num_classes = student_logits.shape
+    name = methods[0].name
+    hparams = [m.hparams for m in methods]
+    flat_student = student_logits.reshape(count * batch, num_classes)
+    flat_targets = targets.reshape(count * batch)
+    flat_teacher = None if teacher_logits is None else teacher_logits.reshape(count * batch, num_classes)
+
+    def column(key):
+        return _per_student([h[key] for h in hparams], student_logits).view(-1)
+
+    def per_student(per_sample):
+        return per_sample.view(count, batch).mean(dim=1)
+
+    def temperature():
+        return _per_student([h["temperature"] for h in hparams], student_logits).repeat_interleave(batch, dim=0)
+
+    smoothing = hparams[0].get("smoothing", 0.0) if name == "label_smoothing" else 0.0
+    if name == "label_smoothing" and any(h["smoothing"] != smoothing for h in hparams):
+        # label_smoothing takes one epsilon per call: evaluate each distinct value on its own rows.
+        ce = torch.cat([per_student(F.cross_entropy(student_logits[n], targets[n], reduction="none",
+                                                    label_smoothing=h["smoothing"])) for n, h in enumerate(hparams)])
+    else:
+        ce = per_student(F.cross_entropy(flat_student, flat_targets, reduction="none", label_smoothing=smoothing))
+    terms = {"ce": column("ce_weight") * ce}
+    if name in ("ce", "label_smoothing"):
+        return terms
+    warm = _per_student([m.warmup_factor(epoch) for m in methods], student_logits).view(-1)
+    if name == "kd":
+        terms["kd"] = warm * column("kd_weight") * per_student(kd_loss(flat_student, flat_teacher, temperature(), "none"))
+    elif name == "ttm":
+        terms["ttm"] = warm * column("beta") * per_student(ttm_loss(flat_student, flat_teacher, temperature(), "none"))
+    elif name == "wttm":
+        terms["wttm"] = warm * column("beta") * per_student(wttm_loss(flat_student, flat_teacher, temperature(), "none"))
+    elif name == "lskd":
+        terms["lskd"] = warm * column("kd_weight") * per_student(lskd_loss(flat_student, flat_teacher, temperature(), "none"))
+    elif name == "dkd":
+        tckd = dkd_loss(flat_student, flat_teacher, flat_targets, 1.0, 0.0, temperature(), "none")
+        nckd = dkd_loss(flat_student, flat_teacher, flat_targets, 0.0, 1.0, temperature(), "none")
+        terms["tckd"] = warm * column("alpha") * per_student(tckd)
+        terms["nckd"] = warm * column("beta") * per_student(nckd)
+    else:  # pragma: no cover - _STACKED lists exactly the names handled above
+        raise ValueError(f"no stacked form for method {name!r}")
+    return terms
+
+
+# Recipes with a stacked form in _stacked_terms; the others (DTKD's per-sample temperatures from a float
+# tau, CTKD's learnable temperature) call their Method per student.
+_STACKED = ("ce", "label_smoothing", "kd", "ttm", "wttm", "lskd", "dkd")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs that cannot be batched: kdlab.distill, one by one
+# ----------------------------------------------------------------------------------------------------------
+
+def _distill_one(config, dataset, teacher, device, bar):
+    settings = config["settings"]
+    student = config["student"]
+    if isinstance(student, nn.Module):
+        student = copy.deepcopy(student)
+    model, history = distill(teacher, dataset, student=student, method=config["method"], seed=config["seed"],
+                             recipe=None, device=device, progress=False, **settings, **config["overrides"])
+    history = history.rename(columns={"lr": "epoch_lr"})
+    bar.update(settings["epochs"])
+    return _group_frame([config], [history.to_dict("records")]), {config["config"]: model}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables and files
+# ----------------------------------------------------------------------------------------------------------
+
+def _group_frame(group, histories):
+    rows = []
+    for config, history in zip(group, histories):
+        columns = _config_columns(config)
+        for row in history:
+            rows.append({**columns, **row, "run_key": config["run_key"]})
+    return _normalise(pd.DataFrame(rows))
+
+
+def _normalise(frame):
+    """The same column order and dtypes whether a table was just trained or read back from a CSV file."""
+    return pd.read_csv(io.StringIO(frame.to_csv(index=False)))
+
+
+def _assemble(configs, finished):
+    """One table in configuration order: config columns, then epoch, terms, loss, accuracies, ..., run_key."""
+    frames, config_names = [], ["config", *_CONFIG_COLUMNS]
+    for config in configs:
+        rows = finished[config["run_key"]].copy()
+        rows["config"] = config["config"]
+        frames.append(rows)
+        config_names += [name for name in _config_columns(config) if name not in config_names]
+    frame = pd.concat(frames, ignore_index=True)
+    history = [c for c in frame.columns if c not in config_names and c != "run_key"]
+    terms = [c for c in history if c not in _HISTORY_COLUMNS]
+    ordered = config_names + ["epoch"] + terms + [c for c in _HISTORY_COLUMNS[1:] if c in history] + ["run_key"]
+    return frame[ordered].sort_values(["config", "epoch"], kind="stable").reset_index(drop=True)
+
+
+_HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "epoch_lr", "seconds", "temperature_mean",
+                    "temperature_min", "temperature_max")
+
+
+def _load_finished(folder):
+    """run_key -> rows of every run saved in ``folder/groups`` (files that cannot be read are ignored)."""
+    finished = {}
+    for path in sorted((folder / "groups").glob("*.csv")):
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+        if "run_key" not in frame.columns:
+            continue
+        for key, rows in frame.groupby("run_key", sort=False):
+            finished[key] = rows.reset_index(drop=True)
+    return finished
+
+
+def _save_group(folder, frame):
+    keys = sorted(set(frame["run_key"]))
+    name = hashlib.sha256(",".join(keys).encode()).hexdigest()[:20]
+    (folder / "groups").mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(folder / "groups" / f"{name}.csv", frame.to_csv(index=False))
+
+
+def _atomic_write_text(path, text):
+    """Write to a temporary file in the same folder, then os.replace it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _hashable(value):
+    if isinstance(value, nn.Module):
+        return f"module@{id(value)}"
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return repr(value)
+
+
+def _check_flag(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")

@@ -1,0 +1,756 @@
+"""Training: ``train_teacher`` and ``distill``, one small loop shared by both.
+
+The loop is the one every knowledge-distillation paper uses (RepDistiller, mdistiller, TTM, DTKD)::
+
+    for epoch in 1..E:
+        perm = randperm(N)                       # seeded generator, one permutation per epoch
+        for each slice of perm of size B:
+            z = student(x)                       # student logits
+            v = teacher(x)                       # teacher logits (eval mode, no gradient)
+            terms = method(z, v, y, epoch)       # e.g. {"ce": 0.1 * CE, "kd": 0.9 * T^2 * KL}
+            loss = sum(terms)                    # every term is logged on its own
+            SGD step
+        LR schedule step; test accuracy
+
+and it is written so that it is fast on a laptop CPU, which is where students run it:
+
+* the data live as tensors on the device and are indexed by slices of the permutation, no DataLoader;
+* the teacher's logits do not change while the student learns, so when the data are not augmented
+  they are computed once for the whole training split and indexed per batch. That gives exactly the
+  same student as running the teacher on every batch (``reuse_teacher_logits=False``), many times faster;
+* test accuracy is computed once per epoch in large chunks, train accuracy from the running batches.
+
+Training protocol (``kdlab.sweep`` follows it exactly, so a sweep's student equals ``distill``'s):
+``torch.manual_seed(seed)`` right before the model is created; ``torch.Generator().manual_seed(seed)``
+draws one ``randperm`` per epoch; batches are consecutive slices (the last partial batch is kept);
+augmentation (only when ``dataset.augment``) uses ``torch.Generator().manual_seed(seed + 1)``; the
+schedule steps once per epoch. Settings come from a recipe (``RECIPES``) and explicit arguments win;
+``_resolve_recipe`` does that resolution and is what ``kdlab.sweep`` imports.
+
+Also here: a teacher cache (``$KDLAB_CACHE`` or ``~/.cache/kdlab``) so that a notebook gets its teacher
+back in a second, opt-in checkpoints with bit-identical resume on CPU, and DistributedDataParallel when
+launched by ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from kdlab.data import Dataset, augment_batch, load_dataset
+from kdlab.methods import get_method
+from kdlab.models import create_model
+
+__all__ = ["RECIPES", "train_teacher", "distill", "evaluate", "predict", "cache_dir"]
+
+# Bump when the layout of cached teacher files changes: old files are then simply not found.
+CACHE_FORMAT_VERSION = 1
+
+# Training settings. ``recipe=None`` picks "cifar" for CIFAR datasets and "mnist10k" otherwise;
+# any explicit argument (epochs=..., lr=...) overrides the recipe's value.
+#
+# "cifar" is the CRD / RepDistiller recipe used by the TTM, WTTM, DTKD and CTKD papers for both teachers
+# and students: SGD(0.05, momentum 0.9, weight decay 5e-4), batch 64, 240 epochs, LR x0.1 at 150/180/210
+# ("step" puts the milestones at 5/8, 3/4 and 7/8 of the epochs, which is exactly 150/180/210 for 240).
+#
+# "mnist10k" is the class-scale recipe, sized for a 2-core laptop: the "cnn" teacher reaches >= 98.5 %
+# test accuracy on the 8,000 training digits in well under a minute; distilling into "mlp64" on a
+# 1,000-image transfer set takes about a second. The student learning rate is kept small enough that
+# the T^2 factor of KD at T = 8..10 does not make SGD diverge.
+RECIPES = {
+    "mnist10k": {
+        "teacher": {"epochs": 8, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
+                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine"},
+        "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.01, "batch_size": 64,
+                    "weight_decay": 0.0, "momentum": 0.9, "schedule": None},
+    },
+    "cifar": {
+        "teacher": {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
+                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step"},
+        "student": {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
+                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step"},
+    },
+}
+
+_SETTING_NAMES = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "momentum", "schedule")
+_EVAL_BATCH = 1024
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------
+
+def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimizer=None, lr=None,
+                  batch_size=None, weight_decay=None, momentum=None, schedule=None, recipe=None,
+                  device="auto", compile=False, cache=True, checkpoint_dir=None, resume=False,
+                  progress=True):
+    """Train a teacher with cross-entropy; return ``(model, history)``.
+
+    dataset: a name for ``kdlab.load_dataset`` or a ``Dataset``. model: a name for ``kdlab.create_model``
+    or an ``nn.Module`` (trained in place). Settings left as ``None`` come from the recipe (``RECIPES``).
+
+    With ``cache=True`` and a model given by name, the weights are stored under ``cache_dir()`` keyed by
+    (dataset contents, model, recipe settings, seed); the next call with the same key loads them instead
+    of training (``history.attrs["cached"]`` is then True). A corrupt cache file is reported with a
+    warning and the teacher is trained again.
+
+    history: one row per epoch with "epoch", "ce", "loss", "train_acc", "test_acc" (percent), "lr",
+    "seconds". The returned model is in eval mode.
+    """
+    _check_bool(cache, "cache")
+    device = _resolve_device(device)
+    dataset = _resolve_dataset(dataset, device)
+    settings = _resolve_recipe(recipe, dataset.name, "teacher", epochs=epochs, optimizer=optimizer, lr=lr,
+                               batch_size=batch_size, weight_decay=weight_decay, momentum=momentum,
+                               schedule=schedule)
+    _check_seed(seed)
+    use_cache = cache and isinstance(model, str)
+    model_name = model if isinstance(model, str) else type(model).__name__
+
+    cache_path = None
+    if use_cache:
+        key = {"format": CACHE_FORMAT_VERSION, "dataset": dataset.name,
+               "fingerprint": _dataset_fingerprint(dataset), "model": model_name,
+               "recipe": settings, "seed": seed}
+        cache_path = _teacher_cache_path(dataset.name, model_name, seed, key)
+        cached_model = _resolve_model(model, dataset, seed, "model")
+        history = _load_cached_teacher(cache_path, key, cached_model, device)
+        if _all_ranks_agree(history is not None, device):
+            cached_model.to(device).eval()
+            return cached_model, history
+    # Created (again) after the cache check, so a half-loaded corrupt file cannot leak into training.
+    model = _resolve_model(model, dataset, seed, "model")
+
+    model, history = _fit(model, dataset, get_method("ce"), None, settings, seed=seed, device=device,
+                          compile=compile, reuse_teacher_logits=True, checkpoint_dir=checkpoint_dir,
+                          resume=resume, progress=progress, description=f"teacher {model_name}",
+                          run_config={"kind": "teacher", "model": model_name})
+    if use_cache and _rank() == 0:
+        _atomic_save({"format": CACHE_FORMAT_VERSION, "key": json.dumps(key, sort_keys=True),
+                      "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                      "history": _history_to_lists(history)}, cache_path)
+    history.attrs["cache_path"] = str(cache_path) if cache_path else None
+    return model, history
+
+
+def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperature=None, epochs=None,
+            seed=0, optimizer=None, lr=None, batch_size=None, weight_decay=None, momentum=None,
+            schedule=None, recipe=None, device="auto", compile=False, checkpoint_dir=None, resume=False,
+            progress=True, reuse_teacher_logits=True, **method_overrides):
+    """Distill ``teacher`` into ``student`` with any method of ``kdlab.methods``; return ``(student, history)``.
+
+    teacher: a trained ``nn.Module`` (put in eval mode, run under ``torch.inference_mode``), a model name
+    (then ``train_teacher(dataset, teacher)`` provides it, from the cache when possible), or ``None`` for
+    methods that need no teacher ("ce", "label_smoothing").
+    dataset: a name or a ``Dataset``, typically a transfer set: ``load_dataset().transfer_set(1000)``.
+    student: a name (initialised after ``torch.manual_seed(seed)``) or an ``nn.Module`` (trained in place).
+    method: a name from ``kdlab.list_methods()``; ``temperature`` and ``**method_overrides`` (alpha=...,
+    beta=...) are passed to ``get_method``. Settings left as ``None`` come from the recipe (``RECIPES``).
+
+    reuse_teacher_logits: when the data are not augmented, compute the teacher's logits once for the
+    whole training split and index them per batch (the default, same result); ``False`` runs the
+    teacher on every batch like the common tutorials do.
+
+    history: one row per epoch with "epoch", one column per loss term (e.g. "ce", "kd"), "loss",
+    "train_acc", "test_acc" (percent), "lr", "seconds" and, for methods with per-batch temperatures
+    (DTKD, CTKD), "temperature_mean", "temperature_min", "temperature_max". The student is returned in
+    eval mode.
+    """
+    _check_bool(reuse_teacher_logits, "reuse_teacher_logits")
+    device = _resolve_device(device)
+    dataset = _resolve_dataset(dataset, device)
+    settings = _resolve_recipe(recipe, dataset.name, "student", epochs=epochs, optimizer=optimizer, lr=lr,
+                               batch_size=batch_size, weight_decay=weight_decay, momentum=momentum,
+                               schedule=schedule)
+    _check_seed(seed)
+    if isinstance(method, str):
+        if temperature is not None:
+            method_overrides = {"temperature": temperature, **method_overrides}
+        method = get_method(method, **method_overrides)
+    elif isinstance(method, nn.Module) and hasattr(method, "needs_teacher"):
+        if temperature is not None or method_overrides:
+            raise ValueError("temperature and method overrides must be passed with a method name, "
+                             "not together with a ready-made method object")
+    else:
+        raise TypeError(f"method must be a method name (see kdlab.list_methods()) or a Method, "
+                        f"got {type(method).__name__}")
+
+    if method.needs_teacher:
+        if teacher is None:
+            raise ValueError(f"teacher must be given for method {method.name!r}, got None")
+        if isinstance(teacher, str):
+            teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
+        elif not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module, a model name or None, got {type(teacher).__name__}")
+        teacher.to(device)
+    else:
+        teacher = None  # "ce" / "label_smoothing": the student learns from the labels alone
+
+    student_name = student if isinstance(student, str) else type(student).__name__
+    student = _resolve_model(student, dataset, seed, "student")
+    run_config = {"kind": "distill", "student": student_name, "method": method.name,
+                  "hparams": {k: repr(v) for k, v in sorted(method.hparams.items())}}
+    return _fit(student, dataset, method, teacher, settings, seed=seed, device=device, compile=compile,
+                reuse_teacher_logits=reuse_teacher_logits, checkpoint_dir=checkpoint_dir, resume=resume,
+                progress=progress, description=f"distill {method.name} -> {student_name}",
+                run_config=run_config)
+
+
+def evaluate(model, dataset, split="test", batch_size=_EVAL_BATCH):
+    """Top-1 accuracy of ``model`` on a split of ``dataset``, in percent (a float in [0, 100])."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset)
+    elif not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    images = dataset.train_images if split == "train" else dataset.test_images
+    targets = dataset.train_targets if split == "train" else dataset.test_targets
+    logits = predict(model, images, batch_size=batch_size)
+    return _accuracy(logits, targets.to(logits.device))
+
+
+def predict(model, images, batch_size=_EVAL_BATCH):
+    """Logits of ``model`` (eval mode, ``torch.inference_mode``) for ``images``, computed in chunks.
+
+    The images are moved to the model's device; the logits come back float32 on that device as a normal
+    tensor (usable in autograd). The model's train/eval mode is restored afterwards.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(images, torch.Tensor) or images.dim() < 2:
+        raise TypeError("images must be a tensor of shape (N, C, H, W)")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    chunks = []
+    with torch.inference_mode(), _autocast(device):
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start:start + batch_size].to(device)
+            chunks.append(model(_memory_format(chunk, model)).float())
+    model.train(was_training)
+    if not chunks:
+        raise ValueError("images must hold at least one image")
+    return torch.cat(chunks).clone()  # clone outside inference mode: a normal tensor
+
+
+def cache_dir():
+    """Folder of the teacher cache: ``$KDLAB_CACHE`` if set, else the user cache folder + ``kdlab``."""
+    if os.environ.get("KDLAB_CACHE"):
+        return Path(os.environ["KDLAB_CACHE"]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "kdlab"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Settings (imported by kdlab.sweep so that both follow one protocol)
+# ----------------------------------------------------------------------------------------------------
+
+def _resolve_recipe(recipe, dataset_name, role, **explicit):
+    """Effective settings: the recipe's values for ``role`` ("teacher"/"student"), overridden by every
+    explicit argument that is not None, then validated. Returns a plain dict with the keys
+    epochs, optimizer, lr, batch_size, weight_decay, momentum, schedule."""
+    if role not in ("teacher", "student"):
+        raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
+    unknown = set(explicit) - set(_SETTING_NAMES)
+    if unknown:
+        raise TypeError(f"unknown training settings {sorted(unknown)}; known: {list(_SETTING_NAMES)}")
+    if recipe is None:
+        recipe = "cifar" if str(dataset_name).lower().startswith("cifar") else "mnist10k"
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a dict, got {recipe!r}")
+        settings = dict(RECIPES[recipe][role])
+    elif isinstance(recipe, dict):
+        unknown = set(recipe) - set(_SETTING_NAMES)
+        if unknown:
+            raise ValueError(f"recipe has unknown keys {sorted(unknown)}; known: {list(_SETTING_NAMES)}")
+        settings = dict(RECIPES["mnist10k"][role], **recipe)
+    else:
+        raise TypeError(f"recipe must be None, a recipe name {sorted(RECIPES)} or a dict, "
+                        f"got {type(recipe).__name__}")
+    settings.update({k: v for k, v in explicit.items() if v is not None})
+    _validate_settings(settings)
+    if isinstance(settings["schedule"], (list, tuple)):
+        settings["schedule"] = [int(m) for m in settings["schedule"]]
+    settings["lr"] = float(settings["lr"])
+    settings["weight_decay"] = float(settings["weight_decay"])
+    settings["momentum"] = float(settings["momentum"])
+    return settings
+
+
+def _validate_settings(settings):
+    epochs = settings["epochs"]
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    batch_size = settings["batch_size"]
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if settings["optimizer"] not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {settings['optimizer']!r}")
+    for name, low_ok in (("lr", False), ("weight_decay", True), ("momentum", True)):
+        value = settings[name]
+        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                or value < 0 or (value == 0 and not low_ok)):
+            expected = "a finite number >= 0" if low_ok else "a finite number > 0"
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+    if settings["momentum"] >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {settings['momentum']!r}")
+    schedule = settings["schedule"]
+    if isinstance(schedule, (list, tuple)):
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in schedule) \
+                or list(schedule) != sorted(schedule):
+            raise ValueError(f"schedule milestones must be increasing positive integers, got {schedule!r}")
+    elif schedule not in (None, "constant", "cosine", "step"):
+        raise ValueError("schedule must be None, 'constant', 'cosine', 'step' or a list of milestone "
+                         f"epochs, got {schedule!r}")
+
+
+def _make_optimizer(params, settings):
+    """SGD (momentum, no Nesterov) or AdamW (default betas/eps), as the training protocol says."""
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=settings["lr"], momentum=settings["momentum"],
+                               weight_decay=settings["weight_decay"])
+    return torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
+
+
+def _milestones(schedule, epochs):
+    """Milestone epochs of a step schedule: "step" = 5/8, 3/4, 7/8 of the epochs (150/180/210 of 240)."""
+    if schedule == "step":
+        return sorted({max(1, round(epochs * f)) for f in (5 / 8, 6 / 8, 7 / 8)})
+    return list(schedule)
+
+
+def _make_scheduler(optimizer, settings):
+    """None/"constant" -> None; "cosine" -> CosineAnnealingLR(T_max=epochs); "step"/milestones ->
+    MultiStepLR(gamma=0.1). Stepped once per epoch, after the epoch."""
+    schedule = settings["schedule"]
+    if schedule in (None, "constant"):
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, _milestones(schedule, settings["epochs"]),
+                                                gamma=0.1)
+
+
+def _resolve_device(device):
+    """ "auto" -> CUDA when present, else CPU. Under torchrun on CUDA, the GPU of this local rank."""
+    if isinstance(device, torch.device):
+        resolved = device
+    elif isinstance(device, str):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            resolved = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    else:
+        raise TypeError(f"device must be a string or torch.device, got {type(device).__name__}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+        if resolved.index is None:
+            resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    elif resolved.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu' or a CUDA device, got {device!r}")
+    return resolved
+
+
+def _resolve_dataset(dataset, device):
+    if isinstance(dataset, str):
+        return load_dataset(dataset, device=str(device))
+    if isinstance(dataset, Dataset):
+        return dataset.to(device)
+    raise TypeError(f"dataset must be a dataset name or a kdlab Dataset, got {type(dataset).__name__}")
+
+
+def _resolve_model(model, dataset, seed, argument):
+    """A model name -> ``torch.manual_seed(seed)`` then ``create_model``; an nn.Module is used as is."""
+    if isinstance(model, str):
+        torch.manual_seed(seed)
+        return create_model(model, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
+    if isinstance(model, nn.Module):
+        return model
+    raise TypeError(f"{argument} must be a model name or an nn.Module, got {type(model).__name__}")
+
+
+def _check_seed(seed):
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def _check_bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------
+
+def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, reuse_teacher_logits,
+         checkpoint_dir, resume, progress, description, run_config):
+    """Train ``model`` on ``dataset`` with the loss terms of ``method``; return ``(model, history)``."""
+    _check_bool(compile, "compile")
+    _check_bool(resume, "resume")
+    _check_bool(progress, "progress")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (the folder holding the checkpoint), got None")
+    checkpoint_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
+
+    rank, world_size = _init_distributed(device)
+    model.to(device)
+    if device.type == "cuda" and _has_conv(model):
+        model.to(memory_format=torch.channels_last)
+    method.to(device)
+    params = list(model.parameters()) + list(method.parameters())
+    optimizer = _make_optimizer(params, settings)
+    scheduler = _make_scheduler(optimizer, settings)
+    gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
+    epochs, batch_size = settings["epochs"], settings["batch_size"]
+
+    config = json.dumps({**run_config, "dataset": dataset.name, "n_train": int(dataset.train_targets.shape[0]),
+                         "settings": settings, "seed": seed, "world_size": world_size}, sort_keys=True)
+    history, start_epoch = [], 0
+    if resume and checkpoint_path.exists():
+        state = _load_checkpoint(checkpoint_path, config, device)
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        aug_gen.set_state(state["aug_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history, start_epoch = _history_from_lists(state["history"]), int(state["epoch"])
+
+    forward_model = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        forward_model = torch.compile(forward_model)
+
+    train_images, train_targets = dataset.train_images, dataset.train_targets
+    n_train = train_targets.shape[0]
+    cached_teacher_logits = None
+    if teacher is not None:
+        teacher_was_training = teacher.training
+        teacher.eval()
+        if reuse_teacher_logits and not dataset.augment and start_epoch < epochs:
+            cached_teacher_logits = predict(teacher, train_images)
+            _check_logits(cached_teacher_logits, dataset, "teacher")
+
+    from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
+    bar = tqdm(range(start_epoch + 1, epochs + 1), desc=description, initial=start_epoch, total=epochs,
+               disable=not progress or rank != 0, unit="epoch")
+    try:
+        for epoch in bar:
+            start_time = time.perf_counter()
+            model.train()
+            lr = optimizer.param_groups[0]["lr"]
+            sums, seen, correct = {}, 0, 0
+            temperature_sum, temperature_count = 0.0, 0
+            temperature_min, temperature_max = math.inf, -math.inf
+
+            perm = torch.randperm(n_train, generator=gen)
+            local_batch = batch_size
+            if world_size > 1:
+                # Every rank draws the same permutation; pad it by wrapping around to a multiple of the
+                # world size and take every world_size-th index, so all ranks take the same number of
+                # equally sized steps. Each local batch holds batch_size / world_size images, so the
+                # global batch and the number of steps match a single-process run.
+                padded = -(-n_train // world_size) * world_size
+                perm = torch.cat([perm, perm[:padded - n_train]])[rank::world_size]
+                local_batch = -(-batch_size // world_size)
+            perm = perm.to(device)
+
+            for start in range(0, perm.shape[0], local_batch):
+                index = perm[start:start + local_batch]
+                images, targets = train_images[index], train_targets[index]
+                if dataset.augment:
+                    images = augment_batch(images, generator=aug_gen)
+                images = _memory_format(images, model)
+                if teacher is None:
+                    teacher_logits = None
+                elif cached_teacher_logits is not None:
+                    teacher_logits = cached_teacher_logits[index]
+                else:
+                    with torch.inference_mode(), _autocast(device):
+                        teacher_logits = teacher(images).float()
+                    teacher_logits = teacher_logits.clone()
+                with _autocast(device):
+                    student_logits = forward_model(images)
+                student_logits = student_logits.float()
+                if epoch == start_epoch + 1 and start == 0:
+                    _check_logits(student_logits, dataset, "student")
+                terms = method(student_logits, teacher_logits, targets, epoch)
+                loss = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if world_size > 1:
+                    _average_gradients(method.parameters(), world_size)
+                optimizer.step()
+
+                count = targets.shape[0]
+                seen += count
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach() * count
+                sums["loss"] = sums.get("loss", 0.0) + loss.detach() * count
+                correct += (student_logits.detach().argmax(dim=1) == targets).sum()
+                temperatures = getattr(method, "last_temperatures", None)
+                if temperatures is not None:
+                    temperatures = temperatures.detach().float().flatten()
+                    temperature_sum += temperatures.sum()
+                    temperature_count += temperatures.numel()
+                    temperature_min = torch.minimum(torch.as_tensor(temperature_min, device=device),
+                                                    temperatures.min())
+                    temperature_max = torch.maximum(torch.as_tensor(temperature_max, device=device),
+                                                    temperatures.max())
+
+            if scheduler is not None:
+                scheduler.step()
+            if world_size > 1:
+                _broadcast_buffers(model)
+
+            names = list(sums)
+            totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in names]
+                                 + [torch.as_tensor(v, dtype=torch.float64, device=device)
+                                    for v in (seen, correct, temperature_sum, temperature_count)])
+            extremes = torch.tensor([-float(temperature_min), float(temperature_max)], dtype=torch.float64,
+                                    device=device)
+            if world_size > 1:
+                import torch.distributed as dist
+                dist.all_reduce(totals)
+                dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+            totals = totals.tolist()
+            seen_total, correct_total, t_sum, t_count = totals[len(names):]
+            row = {"epoch": epoch}
+            row.update({k: totals[i] / seen_total for i, k in enumerate(names) if k != "loss"})
+            row["loss"] = totals[names.index("loss")] / seen_total
+            row["train_acc"] = 100.0 * correct_total / seen_total
+            row["test_acc"] = evaluate(model, dataset)
+            row["lr"] = lr
+            row["seconds"] = time.perf_counter() - start_time
+            if t_count > 0:
+                row["temperature_mean"] = t_sum / t_count
+                row["temperature_min"] = -extremes[0].item()
+                row["temperature_max"] = extremes[1].item()
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
+
+            if checkpoint_path is not None and rank == 0:
+                _atomic_save({
+                    "config": config, "epoch": epoch, "history": history,
+                    "model": model.state_dict(), "method": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "generator": gen.get_state(), "aug_generator": aug_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                }, checkpoint_path)
+    finally:
+        bar.close()
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+
+    model.eval()
+    frame = pd.DataFrame(history)
+    frame.attrs["cached"] = False
+    return model, frame
+
+
+def _check_logits(logits, dataset, who):
+    if logits.dim() != 2 or logits.shape[1] != dataset.num_classes:
+        raise ValueError(f"{who} must return logits of shape (batch, {dataset.num_classes}) for dataset "
+                         f"{dataset.name!r}, got {tuple(logits.shape)}")
+
+
+def _accuracy(logits, targets):
+    return 100.0 * (logits.argmax(dim=1) == targets).sum().item() / targets.shape[0]
+
+
+def _autocast(device):
+    """bf16 autocast on CUDA; plain float32 on the CPU (deterministic)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _has_conv(model):
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _memory_format(images, model):
+    """channels_last inputs for convolutional models on CUDA (faster tensor-core kernels)."""
+    if images.is_cuda and images.dim() == 4 and _has_conv(model):
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def _model_device(model):
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Distributed (torchrun)
+# ----------------------------------------------------------------------------------------------------
+
+def _init_distributed(device):
+    """(rank, world_size). Under torchrun (WORLD_SIZE > 1) the process group is created once, with NCCL
+    on CUDA and gloo on the CPU; a single process returns (0, 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _rank():
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _all_ranks_agree(flag, device):
+    """True when ``flag`` is True on every rank (trivially the flag itself in a single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return flag
+    import torch.distributed as dist
+    _init_distributed(device)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() == 1.0)
+
+
+def _average_gradients(params, world_size):
+    """DDP averages the model's gradients; the method's own parameters (CTKD's τ) are averaged here."""
+    import torch.distributed as dist
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad)
+            param.grad /= world_size
+
+
+def _broadcast_buffers(model):
+    """BatchNorm running statistics end the epoch as rank 0's, so all ranks hold identical models."""
+    import torch.distributed as dist
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files: atomic writes, teacher cache, checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+def _atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _dataset_fingerprint(dataset):
+    """A hash of what a teacher learns from: sizes, labels and a strided sample of the images, so that a
+    transfer set or another subset does not reuse the full dataset's teacher."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((dataset.name, dataset.num_classes, tuple(dataset.train_images.shape),
+                        tuple(dataset.test_images.shape), bool(dataset.augment))).encode())
+    digest.update(dataset.train_targets.detach().cpu().numpy().tobytes())
+    step = max(1, dataset.train_images.shape[0] // 256)
+    digest.update(dataset.train_images[::step].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _teacher_cache_path(dataset_name, model_name, seed, key):
+    key_hash = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset_name}-{model_name}-seed{seed}")
+    return cache_dir() / "teachers" / f"{safe}-{key_hash}.pt"
+
+
+def _load_cached_teacher(path, key, model, device):
+    """Load a cached teacher into ``model`` and return its history, or None when there is no usable file.
+    A file that cannot be read (truncated, corrupt, other key) is reported with a warning."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT_VERSION:
+            raise ValueError("unknown file layout")
+        if state.get("key") != json.dumps(key, sort_keys=True):
+            raise ValueError("file belongs to another training configuration")
+        model.load_state_dict(state["state_dict"])
+        history = _history_from_lists(state["history"])
+    except Exception as error:  # noqa: BLE001 - any unreadable file means: train again
+        warnings.warn(f"kdlab: teacher cache file {path} is unreadable ({type(error).__name__}: {error}); "
+                      "training the teacher again and overwriting it", RuntimeWarning, stacklevel=3)
+        return None
+    frame = pd.DataFrame(history)
+    frame.attrs["cached"] = True
+    frame.attrs["cache_path"] = str(path)
+    return frame
+
+
+def _load_checkpoint(path, config, device):
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it "
+                         "or pass resume=False to start again") from error
+    if state.get("config") != config:
+        old, new = json.loads(state.get("config") or "{}"), json.loads(config)
+        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"checkpoint {path} belongs to a different run (differs in {differing}); use "
+                         "another checkpoint_dir or resume=False")
+    return state
+
+
+def _history_to_lists(history):
+    """DataFrame -> list of plain dicts (what torch.load(weights_only=True) accepts)."""
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+            for row in history.to_dict("records")]
+
+
+def _history_from_lists(rows):
+    return [dict(row) for row in rows]

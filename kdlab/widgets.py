@@ -1,0 +1,378 @@
+"""Interactive explorers for the notebooks: sliders (ipywidgets) that redraw a matplotlib figure.
+
+Every builder follows the same contract, so a notebook cell is one call and a unit test is a few lines:
+
+    explorer = temperature_explorer(teacher_logits)     # an ipywidgets.VBox, ready to display
+    explorer.sliders["temperature"].value = 100.0         # moving a slider redraws ...
+    explorer.state["entropy"]                            # ... and records what was computed
+    explorer.figure                                      # the matplotlib Figure that was drawn
+
+- ``.sliders``: dict name -> slider; each slider's ``description`` is its name, so a person (or a browser
+  test) finds it by the label shown next to it.
+- ``.figure``: one ``matplotlib.figure.Figure``, created without pyplot (no global state) and redrawn in
+  place on every change.
+- ``.state``: dict of the numbers behind the last drawing (tensors in float64, floats, lists).
+- ``.output``: the ``ipywidgets.Output`` holding the rendered PNG of the figure; a redraw replaces it.
+
+How to add a builder: validate the inputs, make the sliders, write a ``draw(figure, **slider_values)``
+function that clears the figure, draws it and returns the state dict, and return
+``_explorer(sliders, draw, figsize)``. All the maths comes from ``kdlab.temperature``/``kdlab.losses``.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import ipywidgets
+import torch
+from matplotlib.figure import Figure
+
+from kdlab.temperature import entropy, power_sum, power_transform, renyi_entropy, tempered_softmax
+
+__all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer"]
+
+_HIGHLIGHT = "#D55E00"  # the target (or arg-max) class
+_BAR = "#0072B2"
+_MUTED = "#999999"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Builders.
+
+def temperature_explorer(teacher_logits, images=None, class_names=None, targets=None):
+    """Slide the temperature (log scale, 0.1 to 100) and watch one teacher distribution soften.
+
+    Draws, for the sample chosen with the "sample" slider: its image (when ``images`` is given), the
+    tempered distribution p_T = softmax(v / T) with its entropy H(p_T) in the title, and the "dark
+    knowledge": how the probability left for the *other* classes is shared among them,
+    p_T,j / sum_{k != y} p_T,k = softmax(v_{-y} / T)_j, sorted from largest to smallest. The ranking never
+    changes with T (softmax is monotone); T only decides how much of it the student gets to see.
+
+    Args:
+        teacher_logits: tensor (N, K) of teacher logits.
+        images: optional tensor (N, C, H, W) or (N, H, W) shown next to the distribution.
+        class_names: optional list of K names (default "0" ... "K-1").
+        targets: optional tensor (N,) of labels; the highlighted class is the label, else the teacher's arg-max.
+
+    Returns an ipywidgets.VBox with ``.sliders`` ("temperature", "sample"), ``.figure``, ``.output`` and
+    ``.state``: "temperature", "sample", "target", "probs" (K,), "entropy", "max_entropy" (log K),
+    "ranking" (class indices of the non-target classes, most probable first), "dark_knowledge" (their shares,
+    same order) and "dark_mass" (1 - p_T of the target).
+    """
+    logits = _check_logits(teacher_logits, "teacher_logits")
+    num_samples, num_classes = logits.shape
+    names = _check_class_names(class_names, num_classes)
+    pictures = _check_images(images, num_samples)
+    labels = _check_targets(targets, num_samples, num_classes)
+    sliders = {
+        "temperature": _temperature_slider("temperature", 1.0, -1, 2),
+        "sample": _sample_slider(num_samples),
+    }
+
+    def draw(figure, temperature, sample):
+        row = logits[sample]
+        target = int(labels[sample]) if labels is not None else int(row.argmax())
+        probs = tempered_softmax(row, temperature)
+        others = [k for k in range(num_classes) if k != target]
+        shares = tempered_softmax(row[others], temperature)  # = p_T,j / (1 - p_T,target), computed stably
+        order = torch.argsort(shares, descending=True, stable=True)
+        ranking = [others[int(i)] for i in order]
+        state = {
+            "temperature": float(temperature),
+            "sample": int(sample),
+            "target": target,
+            "probs": probs,
+            "entropy": float(entropy(probs)),
+            "max_entropy": math.log(num_classes),
+            "ranking": ranking,
+            "dark_knowledge": shares[order],
+            "dark_mass": float(1.0 - probs[target]),
+        }
+        axes = _panels(figure, 3, widths=[1, 2.4, 2.4]) if pictures is not None else _panels(figure, 2)
+        if pictures is not None:
+            _show_image(axes[0], pictures[sample], f"sample {sample}")
+            axes = axes[1:]
+        colors = [_HIGHLIGHT if k == target else _BAR for k in range(num_classes)]
+        axes[0].bar(range(num_classes), probs.tolist(), color=colors)
+        axes[0].set_xticks(range(num_classes), names)
+        axes[0].set_ylim(0, 1.02)
+        axes[0].set_ylabel("probability")
+        axes[0].set_title(
+            f"T = {temperature:.3g}:  H = {state['entropy']:.3f} nats (max {state['max_entropy']:.2f})", fontsize=10
+        )
+        axes[1].bar(range(num_classes - 1), state["dark_knowledge"].tolist(), color=_MUTED)
+        axes[1].set_xticks(range(num_classes - 1), [names[k] for k in ranking])
+        axes[1].set_ylim(0, 1.02)
+        axes[1].set_ylabel("share of the non-target mass")
+        axes[1].set_title(f"dark knowledge: {state['dark_mass']:.2g} of the mass, ranked", fontsize=10)
+        return state
+
+    return _explorer(sliders, draw, figsize=(10, 3.2) if pictures is not None else (8.5, 3.2))
+
+
+def power_transform_explorer(teacher_logits, class_names=None):
+    """Slide gamma and check that the power transform is temperature scaling with T = 1 / gamma.
+
+    TTM (Zheng & Yang 2024, eqs. 6-9): raising p = softmax(v) to the power gamma and renormalising,
+    p_hat_i = p_i^gamma / sum_j p_j^gamma, gives exactly softmax(gamma * v) = softmax(v / T). The figure shows
+    p, the power-transformed p as bars and softmax(v / T) as dots on top of them, for the sample chosen with
+    the "sample" slider; gamma runs from 0.01 to 10 on a log scale (T from 100 to 0.1).
+
+    Args:
+        teacher_logits: tensor (N, K) (or (K,) for a single sample).
+        class_names: optional list of K names.
+
+    Returns an ipywidgets.VBox with ``.sliders`` ("gamma", "sample"), ``.figure``, ``.output`` and ``.state``:
+    "gamma", "temperature" (1 / gamma), "sample", "probs" (p), "power_transformed", "tempered" (softmax(v / T)),
+    "max_abs_difference" between the last two, and "power_sum" U_gamma(p) = sum_i p_i^gamma (WTTM's weight).
+    """
+    logits = _check_logits(teacher_logits, "teacher_logits")
+    num_samples, num_classes = logits.shape
+    names = _check_class_names(class_names, num_classes)
+    sliders = {
+        "gamma": _temperature_slider("gamma", 1.0, -2, 1),
+        "sample": _sample_slider(num_samples),
+    }
+
+    def draw(figure, gamma, sample):
+        row = logits[sample]
+        probs = torch.softmax(row, dim=-1)
+        transformed = power_transform(probs, gamma)
+        tempered = tempered_softmax(row, 1.0 / gamma)
+        state = {
+            "gamma": float(gamma),
+            "temperature": 1.0 / float(gamma),
+            "sample": int(sample),
+            "probs": probs,
+            "power_transformed": transformed,
+            "tempered": tempered,
+            "max_abs_difference": float((transformed - tempered).abs().max()),
+            "power_sum": float(power_sum(probs, gamma)),
+        }
+        left, right = _panels(figure, 2)
+        left.bar(range(num_classes), probs.tolist(), color=_MUTED)
+        left.set_title("p = softmax(v)", fontsize=10)
+        right.bar(range(num_classes), transformed.tolist(), color=_BAR, label=r"$p^\gamma / \sum_j p_j^\gamma$")
+        right.plot(range(num_classes), tempered.tolist(), "o", color=_HIGHLIGHT, label=r"softmax$(v / T)$")
+        right.legend(loc="best", fontsize=8)
+        right.set_title(
+            f"gamma = {gamma:.3g} (T = {1 / gamma:.3g}): max |difference| = {state['max_abs_difference']:.1e}",
+            fontsize=10,
+        )
+        for ax in (left, right):
+            ax.set_xticks(range(num_classes), names)
+            ax.set_ylim(0, 1.02)
+        left.set_ylabel("probability")
+        return state
+
+    return _explorer(sliders, draw, figsize=(9, 3.2))
+
+
+def renyi_explorer(student_logits, teacher_logits, class_names=None):
+    """Slide the temperature and take TTM's identity (Zheng & Yang 2024, eq. 15) apart, term by term.
+
+        D(p^t_T || q) = T * D(p^t_T || q_T) - (T - 1) * H_{1/T}(q) + (T - 1) * H(p^t_T)
+
+    Left: the four terms for the chosen sample (TTM's loss on the left-hand side, then KD's KL scaled by T,
+    the Renyi-entropy term of the student and the teacher's entropy, which is constant for the student) and
+    their sum. Right: the gradients with respect to the student logits, KD (with Hinton's T^2) =
+    T * (q_T - p^t_T) against TTM = q - p^t_T (eqs. 20-21); their difference is the pull of the Renyi term.
+
+    Args:
+        student_logits, teacher_logits: tensors (N, K) (or (K,)).
+        class_names: optional list of K names.
+
+    Returns an ipywidgets.VBox with ``.sliders`` ("temperature" 1 to 100, "sample"), ``.figure``,
+    ``.output`` and ``.state``: "temperature", "sample", "ttm" (left-hand side), "kd_term", "renyi_term",
+    "teacher_term", "right_hand_side", "residual" (lhs - rhs), "kd_gradient", "ttm_gradient" (both (K,)).
+    """
+    student = _check_logits(student_logits, "student_logits")
+    teacher = _check_logits(teacher_logits, "teacher_logits")
+    if student.shape != teacher.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must have the same shape, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    num_samples, num_classes = teacher.shape
+    names = _check_class_names(class_names, num_classes)
+    sliders = {
+        "temperature": _temperature_slider("temperature", 4.0, 0, 2),
+        "sample": _sample_slider(num_samples),
+    }
+
+    def draw(figure, temperature, sample):
+        terms = _eq15_terms(student[sample], teacher[sample], temperature)
+        left, right = _panels(figure, 2, widths=[1.2, 1])
+        labels = [r"$D(p^t_T\|q)$", r"$T\,D(p^t_T\|q_T)$", r"$-(T-1)H_{1/T}(q)$", r"$(T-1)H(p^t_T)$", "sum"]
+        values = [terms["ttm"], terms["kd_term"], terms["renyi_term"], terms["teacher_term"], terms["right_hand_side"]]
+        left.bar(range(5), values, color=[_HIGHLIGHT, _BAR, _BAR, _BAR, _MUTED])
+        left.axhline(0, color="black", linewidth=0.8)
+        left.set_xticks(range(5), labels, fontsize=8)
+        left.set_ylabel("nats")
+        left.set_title(f"eq. 15 at T = {temperature:.3g}: residual {terms['residual']:.1e}", fontsize=10)
+        width = 0.4
+        positions = torch.arange(num_classes, dtype=torch.float64)
+        right.bar((positions - width / 2).tolist(), terms["kd_gradient"].tolist(), width, color=_BAR,
+                  label=r"KD: $T(q_T - p^t_T)$")
+        right.bar((positions + width / 2).tolist(), terms["ttm_gradient"].tolist(), width, color=_HIGHLIGHT,
+                  label=r"TTM: $q - p^t_T$")
+        right.axhline(0, color="black", linewidth=0.8)
+        right.set_xticks(range(num_classes), names)
+        right.legend(fontsize=8)
+        right.set_title("gradient w.r.t. the student logits", fontsize=10)
+        return {"temperature": float(temperature), "sample": int(sample), **terms}
+
+    return _explorer(sliders, draw, figsize=(10, 3.4))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The shared machinery: every builder ends with ``return _explorer(sliders, draw, figsize)``.
+
+def _explorer(sliders, draw, figsize):
+    """Assemble the VBox every builder returns and draw it once.
+
+    ``draw(figure, **values)`` must clear and redraw ``figure`` and return the state dict. On every slider
+    change the figure is redrawn, rendered to PNG and put into the Output widget (replacing the old image),
+    so the same code works in a browser, under nbclient and in pytest (no kernel needed).
+    """
+    figure = Figure(figsize=figsize)  # fixed margins (see _panels): a layout engine would double the redraw time
+    output = ipywidgets.Output()
+    box = ipywidgets.VBox([ipywidgets.HBox(list(sliders.values())), output])
+    box.sliders = sliders
+    box.figure = figure
+    box.output = output
+    box.state = {}
+
+    def redraw(change=None):
+        figure.clear()
+        state = draw(figure, **{name: slider.value for name, slider in sliders.items()})
+        box.state.clear()
+        box.state.update(state)
+        output.outputs = (_png_output(figure),)
+
+    for slider in sliders.values():
+        slider.observe(redraw, names="value")
+    redraw()
+    return box
+
+
+def _png_output(figure):
+    """A Jupyter display_data message holding the figure as PNG (what ``display(figure)`` would send)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return {
+        "output_type": "display_data",
+        "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"), "text/plain": repr(figure)},
+        "metadata": {},
+    }
+
+
+def _temperature_slider(name, value, min_exponent, max_exponent):
+    """A log-scale slider from 10**min_exponent to 10**max_exponent (a temperature or a gamma)."""
+    return ipywidgets.FloatLogSlider(
+        value=value, base=10, min=min_exponent, max=max_exponent, step=0.01, description=name,
+        continuous_update=True, readout_format=".3g", style={"description_width": "initial"},
+    )
+
+
+def _sample_slider(num_samples):
+    return ipywidgets.IntSlider(
+        value=0, min=0, max=num_samples - 1, step=1, description="sample",
+        continuous_update=False, style={"description_width": "initial"},
+    )
+
+
+def _panels(figure, count, widths=None):
+    """One row of ``count`` axes with fixed margins that leave room for titles and tick labels."""
+    grid = figure.subplots(
+        1, count, width_ratios=widths, squeeze=False,
+        gridspec_kw={"left": 0.07, "right": 0.99, "bottom": 0.16, "top": 0.87, "wspace": 0.28},
+    )
+    return list(grid[0])
+
+
+def _show_image(ax, image, title):
+    picture = image[0] if image.dim() == 3 and image.shape[0] == 1 else image
+    if picture.dim() == 3:  # (C, H, W) colour: rescale to [0, 1] for imshow
+        picture = picture.permute(1, 2, 0)
+        picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-12)
+    ax.imshow(picture.numpy(), cmap="gray")
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+
+
+def _eq15_terms(student_logits, teacher_logits, temperature):
+    """The terms of TTM's eq. 15 and the KD/TTM gradients for one sample (1-D logits), in float64."""
+    student = student_logits.to(torch.float64)
+    teacher_tempered = tempered_softmax(teacher_logits.to(torch.float64), temperature)
+    q = torch.softmax(student, dim=-1)
+    q_tempered = tempered_softmax(student, temperature)
+    log_p = torch.log(teacher_tempered)
+    ttm = float((teacher_tempered * (log_p - torch.log_softmax(student, -1))).sum())
+    kd = float((teacher_tempered * (log_p - torch.log_softmax(student / temperature, -1))).sum())
+    kd_term = temperature * kd
+    renyi_term = -(temperature - 1.0) * float(renyi_entropy(q, 1.0 / temperature))
+    teacher_term = (temperature - 1.0) * float(entropy(teacher_tempered))
+    right_hand_side = kd_term + renyi_term + teacher_term
+    return {
+        "ttm": ttm,
+        "kd_term": kd_term,
+        "renyi_term": renyi_term,
+        "teacher_term": teacher_term,
+        "right_hand_side": right_hand_side,
+        "residual": ttm - right_hand_side,
+        "kd_gradient": temperature * (q_tempered - teacher_tempered),
+        "ttm_gradient": q - teacher_tempered,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input validation (each error names the argument and what was expected).
+
+def _check_logits(logits, name):
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, K), got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {logits.dtype}")
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(0)
+    if logits.dim() != 2 or logits.shape[0] < 1 or logits.shape[1] < 2:
+        raise ValueError(f"{name} must have shape (N, K) with N >= 1 and K >= 2, got {tuple(logits.shape)}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"{name} must be finite")
+    return logits.detach().to("cpu", torch.float64)
+
+
+def _check_class_names(class_names, num_classes):
+    if class_names is None:
+        return [str(k) for k in range(num_classes)]
+    names = [str(name) for name in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names must hold {num_classes} names (one per class), got {len(names)}")
+    return names
+
+
+def _check_images(images, num_samples):
+    if images is None:
+        return None
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (N, C, H, W) or (N, H, W), got {type(images).__name__}")
+    if images.dim() not in (3, 4) or images.shape[0] != num_samples:
+        raise ValueError(
+            f"images must have shape (N, C, H, W) or (N, H, W) with N = {num_samples} (one per row of logits), "
+            f"got {tuple(images.shape)}"
+        )
+    return images.detach().to("cpu", torch.float32)
+
+
+def _check_targets(targets, num_samples, num_classes):
+    if targets is None:
+        return None
+    if not isinstance(targets, torch.Tensor) or targets.is_floating_point():
+        raise TypeError("targets must be an integer torch.Tensor of class indices")
+    if targets.shape != (num_samples,):
+        raise ValueError(f"targets must have shape ({num_samples},), got {tuple(targets.shape)}")
+    if num_samples and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        raise ValueError(f"targets must be class indices in [0, {num_classes - 1}]")
+    return targets.detach().cpu()

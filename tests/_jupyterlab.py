@@ -1,0 +1,398 @@
+"""Drive a real JupyterLab in headless Chromium, as a student would (used by tests/test_browser.py).
+
+Two pieces, both always cleaned up:
+
+- ``JupyterLabServer``: ``python -m jupyter lab`` from this interpreter's environment on a free loopback
+  port with a random token, serving a temporary copy of ``notebooks/`` so nothing is written to the
+  repository; Jupyter's config, data, runtime and IPython dirs are temporary too.
+- ``NotebookPage``: one JupyterLab tab in Playwright, pointed at Debian's Chromium (a test tool's own
+  browser download does not work on the CI machine). It runs all cells through the Run menu, waits for
+  the kernel, finds an ipywidgets slider by its description, drags it and reads the figure it drives.
+
+Every step can be saved as a screenshot (``NotebookPage.snap``) into a folder that the test names in its
+failure messages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# Flags the CI machine needs: without the networking ones Chromium keeps dialling Google's hosts
+# through a closed network. Playwright adds --headless and a fresh temporary --user-data-dir itself.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+INSTALL_HINT = (
+    "Chromium is needed for the browser test. On Debian/Ubuntu: "
+    "`sudo apt-get install chromium chromium-driver` (or point KDLAB_CHROMIUM at a Chromium/Chrome binary)."
+)
+
+# JupyterLab renders an error output (and stderr text) with this MIME type.
+STDERR_MIME = "application/vnd.jupyter.stderr"
+# Markers of a failed cell or a widget that could not be shown.
+ERROR_PATTERN = re.compile(
+    r"Traceback \(most recent call last\)|\b[A-Za-z_]*(Error|Exception)\b\s*:|Error displaying widget"
+)
+
+
+def find_chromium() -> str | None:
+    """Path of the Chromium to drive: $KDLAB_CHROMIUM if set, else the first of chromium/chromium-browser on PATH."""
+    explicit = os.environ.get("KDLAB_CHROMIUM")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _processes_mentioning(marker: str) -> list[int]:
+    """PIDs whose command line contains ``marker`` (our unique runtime dir), e.g. kernels of our server."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+class JupyterLabServer:
+    """A JupyterLab server on 127.0.0.1 serving a temporary copy of ``notebooks``; use as a context manager.
+
+    ``cache_dir`` becomes $KDLAB_CACHE of the kernels (so a trained teacher can be shared with other tests).
+    ``log_path`` receives the server's stdout/stderr.
+    """
+
+    def __init__(self, notebooks: Path, work_dir: Path, cache_dir: Path, log_path: Path | None = None,
+                 startup_timeout: float = 60.0):
+        self.work_dir = Path(work_dir)
+        self.root_dir = self.work_dir / "notebooks"
+        shutil.copytree(notebooks, self.root_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        self.port = _free_port()
+        self.token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_path) if log_path else self.work_dir / "jupyterlab.log"
+        self.cache_dir = Path(cache_dir)
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self._log_file = None
+
+    def _environment(self) -> dict[str, str]:
+        jupyter = self.work_dir / "jupyter"
+        env = dict(os.environ)
+        env.update(
+            JUPYTER_CONFIG_DIR=str(jupyter / "config"),
+            JUPYTER_DATA_DIR=str(jupyter / "data"),
+            JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"),
+            JUPYTERLAB_SETTINGS_DIR=str(jupyter / "lab-settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(jupyter / "lab-workspaces"),
+            IPYTHONDIR=str(jupyter / "ipython"),
+            KDLAB_CACHE=str(self.cache_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        env.pop("MPLBACKEND", None)  # notebooks rely on the inline backend
+        return env
+
+    def _write_settings(self) -> None:
+        """Render every cell (no virtual scrolling) and skip the news prompt, so the page is deterministic."""
+        settings = self.work_dir / "jupyter" / "lab-settings"
+        notebook_settings = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+        notebook_settings.parent.mkdir(parents=True, exist_ok=True)
+        notebook_settings.write_text(json.dumps({"windowingMode": "none"}))
+        page_config = self.work_dir / "jupyter" / "config" / "labconfig" / "page_config.json"
+        page_config.parent.mkdir(parents=True, exist_ok=True)
+        page_config.write_text(
+            json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+        )
+
+    def start(self) -> "JupyterLabServer":
+        self._write_settings()
+        command = [
+            sys.executable, "-m", "jupyter", "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            "--ServerApp.terminals_enabled=False",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+            command.append("--allow-root")
+        self._log_file = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=self.root_dir, env=self._environment(),
+            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group, so stop() can end it and its children
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        status_url = f"{self.url}/api/status?token={self.token}"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with code {self.process.returncode}; log: {self.log_path}\n"
+                                   + self.log_tail())
+            try:
+                with urllib.request.urlopen(status_url, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"JupyterLab did not answer {self.url}/api/status within {self.startup_timeout:.0f} s; "
+                           f"log: {self.log_path}\n" + self.log_tail())
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
+
+    def stop(self) -> None:
+        """Stop the server (it shuts its kernels down), then kill whatever of ours is left."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        # Kernels run in their own sessions; any survivor still names our runtime dir in its command line.
+        runtime_dir = str(self.work_dir / "jupyter" / "runtime")
+        for pid in _processes_mentioning(runtime_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> "JupyterLabServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------------------
+
+_KERNEL_STATUS = '.jp-StatusBar-TextItem[title^="Change kernel"]'
+_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook"
+
+# True once "Run All Cells" has finished: the kernel is idle, no prompt shows "[*]", and either every code
+# cell has an execution count or a cell failed (JupyterLab then cancels the cells after it).
+_RUN_FINISHED_JS = """([notebookSelector, kernelSelector, stderrMime, errorSource]) => {
+  const notebook = document.querySelector(notebookSelector);
+  const kernel = document.querySelector(kernelSelector);
+  if (!notebook || !kernel || !kernel.textContent.trim().endsWith('| Idle')) return false;
+  const prompts = [...notebook.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
+    .map(p => p.textContent.trim());
+  if (prompts.some(p => p.includes('*'))) return false;
+  if (prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:?$/.test(p))) return true;
+  const error = new RegExp(errorSource);
+  return [...notebook.querySelectorAll(`.jp-OutputArea-output[data-mime-type="${stderrMime}"]`)]
+    .some(o => error.test(o.textContent));
+}"""
+
+# The image sources (base64 PNG data URLs) of the figure driven by a slider: the images inside the nearest
+# widget container around the slider that holds any image (a kdlab builder's VBox), within the same cell.
+_FIGURE_SOURCES_JS = """(slider) => {
+  let node = slider.parentElement;
+  while (node && !node.classList.contains('jp-Cell')) {
+    if (node.classList.contains('widget-container') || node.classList.contains('jp-OutputArea')) {
+      const images = [...node.querySelectorAll('img')];
+      if (images.length > 0) return images.map(image => image.getAttribute('src') || '');
+    }
+    node = node.parentElement;
+  }
+  return [];
+}"""
+
+
+class Budget:
+    """A wall-clock deadline shared by every wait of the browser test (the issue bounds the whole test)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def remaining_ms(self, cap_seconds: float | None = None) -> float:
+        """Milliseconds left (at least 1 s so a wait can still report what it waited for), capped if asked."""
+        left = self.deadline - time.monotonic()
+        if cap_seconds is not None:
+            left = min(left, cap_seconds)
+        return max(left, 1.0) * 1000.0
+
+
+class NotebookPage:
+    """One notebook opened in JupyterLab in a Playwright ``page``; screenshots go to ``shots_dir``."""
+
+    def __init__(self, page, server: JupyterLabServer, name: str, shots_dir: Path, budget: Budget):
+        self.page = page
+        self.server = server
+        self.name = name
+        self.shots_dir = Path(shots_dir)
+        self.budget = budget
+        self.steps = 0
+        self.started = time.monotonic()
+        self.timeline: list[str] = []  # "step at seconds" for each screenshot, printed by the test
+
+    def snap(self, step: str, element=None) -> Path:
+        """Save a screenshot of the page (or of one element) as ``<notebook>-<nn>-<step>.png``."""
+        self.steps += 1
+        path = self.shots_dir / f"{Path(self.name).stem}-{self.steps:02d}-{step}.png"
+        self.timeline.append(f"{step} {time.monotonic() - self.started:.1f}s")
+        try:
+            (element or self.page).screenshot(path=str(path), timeout=10_000)
+        except Exception as error:  # a screenshot must never hide the real failure
+            path.with_suffix(".txt").write_text(f"screenshot failed: {error}\n")
+        return path
+
+    def open(self) -> None:
+        """Load JupyterLab on this notebook (fresh workspace) and wait until its kernel is idle."""
+        self.page.goto(self.server.notebook_url(self.name), timeout=self.budget.remaining_ms(60))
+        self.page.wait_for_selector(_NOTEBOOK, timeout=self.budget.remaining_ms(60))
+        self.wait_for_kernel_idle(cap_seconds=60)
+        if self.page.locator("#jp-left-stack").is_visible():  # more room for the notebook
+            self.page.keyboard.press("Control+b")
+        self.snap("opened")
+
+    def wait_for_kernel_idle(self, cap_seconds: float) -> None:
+        self.page.locator(_KERNEL_STATUS).filter(has_text=re.compile(r"\| Idle$")).wait_for(
+            timeout=self.budget.remaining_ms(cap_seconds)
+        )
+
+    def run_all_cells(self, cap_seconds: float) -> None:
+        """Run > Run All Cells, then wait until the last cell has finished (or one has failed)."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        self.snap("running")
+        self.page.wait_for_function(
+            _RUN_FINISHED_JS,
+            arg=[_NOTEBOOK, _KERNEL_STATUS, STDERR_MIME, ERROR_PATTERN.pattern],
+            polling=500,
+            timeout=self.budget.remaining_ms(cap_seconds),
+        )
+        self.snap("ran-all")
+
+    def unexecuted_cells(self) -> list[int]:
+        """1-based indices (among code cells) of cells without an execution count."""
+        prompts = self.page.locator(f"{_NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt").all_text_contents()
+        return [i + 1 for i, prompt in enumerate(prompts) if not re.fullmatch(r"\[\d+\]:?", prompt.strip())]
+
+    def error_outputs(self) -> list[str]:
+        """Texts of every output showing a traceback/exception, or a widget that could not be displayed."""
+        outputs = self.page.locator(f"{_NOTEBOOK} .jp-OutputArea-output").all_text_contents()
+        return [text.strip()[:2000] for text in outputs if ERROR_PATTERN.search(text)]
+
+    def slider(self, description: str):
+        """The ipywidgets slider whose description label reads ``description`` (exactly one must exist)."""
+        label = re.compile(rf"^\s*{re.escape(description)}\s*$")
+        sliders = self.page.locator(f"{_NOTEBOOK} .widget-slider").filter(
+            has=self.page.locator(".widget-label", has_text=label)
+        )
+        sliders.first.wait_for(timeout=self.budget.remaining_ms(30))
+        count = sliders.count()
+        if count != 1:
+            raise AssertionError(f"expected one slider described {description!r} in {self.name}, found {count}")
+        return sliders.first
+
+    def figure_sources(self, slider) -> list[str]:
+        return slider.evaluate(_FIGURE_SOURCES_JS)
+
+    def readout(self, slider) -> str:
+        return slider.locator(".widget-readout").inner_text().strip()
+
+    def drag(self, slider, fraction: float = 0.3) -> None:
+        """Drag the slider's handle with the mouse by ``fraction`` of the track, towards the farther end."""
+        handle = slider.locator(".noUi-handle")
+        track = slider.locator(".noUi-base")
+        handle.scroll_into_view_if_needed()
+        handle_box, track_box = handle.bounding_box(), track.bounding_box()
+        x = handle_box["x"] + handle_box["width"] / 2
+        y = handle_box["y"] + handle_box["height"] / 2
+        room_right = track_box["x"] + track_box["width"] - x
+        room_left = x - track_box["x"]
+        distance = fraction * track_box["width"] * (1 if room_right >= room_left else -1)
+        self.page.mouse.move(x, y)
+        self.page.mouse.down()
+        self.page.mouse.move(x + distance, y, steps=10)
+        self.page.mouse.up()
+
+    def wait_for_settled_figure(self, slider, before: list[str], cap_seconds: float) -> list[str]:
+        """The slider's figure once it differs from ``before`` and has stopped changing; ``before`` if it never
+        changes within ``cap_seconds``.
+
+        A drag sends intermediate values, so the figure is read until the kernel is idle and two reads
+        half a second apart agree.
+        """
+        deadline = time.monotonic() + self.budget.remaining_ms(cap_seconds) / 1000.0
+        idle = self.page.locator(_KERNEL_STATUS).filter(has_text=re.compile(r"\| Idle$"))
+        previous = None
+        while time.monotonic() < deadline:
+            current = self.figure_sources(slider)
+            if current and current != before and current == previous and idle.count() == 1:
+                return current
+            previous = current
+            time.sleep(0.5)
+        return previous if previous else before
+
+    def shut_down_kernel(self) -> None:
+        """Delete this notebook's session through the REST API (frees the kernel's memory)."""
+        base = f"{self.server.url}/api/sessions"
+        query = f"?token={self.server.token}"
+        try:
+            with urllib.request.urlopen(base + query, timeout=10) as response:
+                sessions = json.load(response)
+            for session in sessions:
+                if session.get("path", "").endswith(self.name):
+                    request = urllib.request.Request(f"{base}/{session['id']}{query}", method="DELETE")
+                    urllib.request.urlopen(request, timeout=30).close()
+        except (urllib.error.URLError, OSError, ValueError):
+            pass  # the server's own shutdown ends the kernel anyway
