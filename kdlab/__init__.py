@@ -29,5 +29,8 @@ from kdlab.methods import Method, get_method, list_methods
 from kdlab.data import Dataset, augment_batch, load_dataset
 from kdlab.models import create_model, list_models
 
+# sweeps: a grid of students (temperatures x seeds x methods x optimizers) trained as one batched model
+from kdlab.sweep import expand_grid, sweep
+
 # notebooks: figures (kdlab.plots.<figure>(...)) and slider explorers (kdlab.widgets.<builder>(...))
 from kdlab import plots, widgets

@@ -48,6 +48,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_teacher_command(subparsers)
     _add_distill_command(subparsers)
+    _add_sweep_command(subparsers)
     _add_methods_command(subparsers)
     _add_models_command(subparsers)
     return parser
@@ -155,6 +156,109 @@ def _parse_overrides(pairs):
                     raise ValueError(f"--set {key}: expected a number or true/false, got {text!r}") from None
         overrides[key.strip()] = value
     return overrides
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab sweep (owner: sweep)
+# ----------------------------------------------------------------------------------------------------
+
+def _add_sweep_command(subparsers):
+    from kdlab.methods import list_methods
+    from kdlab.models import list_models
+    from kdlab.train import RECIPES
+
+    student = RECIPES["mnist10k"]["student"]
+    command = subparsers.add_parser(
+        "sweep", help="train a grid of students (methods x temperatures x seeds ...) as one batched run",
+        description="Train every combination of the given values as a few batched runs (kdlab.sweep) and "
+                    "write sweep.csv (one row per configuration and epoch) and sweep.png (final test "
+                    "accuracy vs temperature, mean and standard deviation over seeds, one line per method). "
+                    "Options with several values are swept. Rerunning with the same --out skips finished "
+                    "groups.")
+    _add_dataset_options(command)
+    command.add_argument("--method", nargs="+", default=["kd"], choices=list(list_methods()), metavar="NAME",
+                         help="methods to sweep (default: kd); any of: %(choices)s")
+    command.add_argument("--temperature", nargs="+", type=float, default=None, metavar="T",
+                         help="temperatures to sweep (default: each method's own)")
+    command.add_argument("--seed", nargs="+", type=int, default=[0], metavar="S",
+                         help="seeds (initialisation and shuffling) to sweep (default: 0)")
+    command.add_argument("--optimizer", nargs="+", default=None, choices=["sgd", "adamw"],
+                         help="optimizers to sweep (recipe: sgd with momentum)")
+    command.add_argument("--lr", nargs="+", type=float, default=None, metavar="LR",
+                         help=f"learning rates to sweep (mnist10k recipe: {student['lr']})")
+    command.add_argument("--batch-size", nargs="+", type=int, default=None, metavar="B",
+                         help=f"batch sizes to sweep (mnist10k recipe: {student['batch_size']})")
+    command.add_argument("--weight-decay", nargs="+", type=float, default=None, metavar="WD",
+                         help=f"weight decays to sweep (mnist10k recipe: {student['weight_decay']})")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="a method hyper-parameter for every run, e.g. --set warmup=0 (repeatable)")
+    command.add_argument("--teacher", default="cnn", choices=list_models(), metavar="NAME",
+                         help="teacher architecture, trained with its recipe and --teacher-seed, cached "
+                              "(default: cnn)")
+    command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
+    command.add_argument("--student", default="mlp64", choices=list_models(), metavar="NAME",
+                         help="student architecture (default: mlp64)")
+    command.add_argument("--transfer-size", type=int, default=1000,
+                         help="train the students on a seeded stratified subset of this many training images "
+                              "(default: 1000)")
+    group = command.add_argument_group("training (defaults come from the recipe)")
+    group.add_argument("--recipe", default=None, choices=sorted(RECIPES), metavar="NAME",
+                       help="training recipe (default: cifar for CIFAR datasets, else mnist10k)")
+    group.add_argument("--epochs", type=int, default=None, help=f"epochs (mnist10k recipe: {student['epochs']})")
+    group.add_argument("--momentum", type=float, default=None, help="SGD momentum (recipes: 0.9)")
+    group.add_argument("--schedule", default=None, type=_schedule,
+                       help="learning-rate schedule: constant, cosine, step or milestone epochs like 150,180,210")
+    group.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--out", default=None, metavar="DIR",
+                       help="output folder for sweep.csv, sweep.png and the finished groups "
+                            "(default: kdlab-runs/sweep-<date-time>)")
+    command.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdlab.plots import plot_sweep
+    from kdlab.sweep import sweep
+    from kdlab.train import _resolve_device, train_teacher
+
+    dataset = _load_dataset(args)
+    device = _resolve_device(args.device)
+    swept = {"method": args.method, "temperature": args.temperature, "seed": args.seed,
+             "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
+             "weight_decay": args.weight_decay}
+    grid = {key: values for key, values in swept.items() if values is not None}
+    common = {key: value for key, value in (("epochs", args.epochs), ("momentum", args.momentum),
+                                            ("schedule", args.schedule)) if value is not None}
+    common.update(_parse_overrides(args.overrides))
+    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, device=device,
+                               progress=not args.no_progress)
+    transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
+    folder = _output_folder(args)
+    frame = sweep(teacher, transfer, student=args.student, grid=grid, out=folder, recipe=args.recipe,
+                  device=device, progress=not args.no_progress, **common)
+    figure = plot_sweep(frame)
+    handle, tmp_name = tempfile.mkstemp(prefix="sweep.png.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        figure.savefig(tmp_name, format="png")
+        os.replace(tmp_name, folder / "sweep.png")
+    finally:
+        plt.close(figure)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+    final = frame[frame["epoch"] == frame["epochs"]]
+    runs = final["config"].nunique()
+    best = final.groupby(["method", "temperature"], dropna=False)["test_acc"].mean().reset_index()
+    for method, rows in best.groupby("method", sort=False):
+        top = rows.loc[rows["test_acc"].idxmax()]
+        print(f"  {method:16s} best temperature {top['temperature']:g}: mean test accuracy {top['test_acc']:.2f} %")
+    print(f"kdlab sweep: {runs} runs; results in {folder} (sweep.csv, sweep.png)")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------

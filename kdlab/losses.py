@@ -9,8 +9,10 @@ Conventions shared by every loss here:
   batch; ``"none"`` returns the per-sample losses, shape (B,).
 - The teacher logits are detached: the teacher never receives a gradient. A temperature given as a tensor
   (CTKD's learnable temperature) does receive gradients, through both softmaxes and the T^2 factor.
-- float16 / bfloat16 inputs are computed in float32 and the loss is returned in float32 (a T^2-scaled loss
-  can overflow float16); float32 and float64 stay as they are.
+- Losses are computed in float64 whatever the input dtype and returned in float32 (for float16, bfloat16
+  and float32 inputs) or float64. Why: at high temperature log p_i and log q_i both approach -log K, and in
+  float32 their difference is mostly rounding noise (float32 KD at T = 1000, K = 100 would be off by ~20%).
+  The tensors are (B, K), so the cost is negligible next to the networks; a float16 result could overflow.
 - ``temperature`` is a finite number > 0, or a positive tensor of shape () or (B, 1) (one per sample).
 """
 from __future__ import annotations
@@ -46,11 +48,11 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     temperature)``; ``temperature`` is their ``T`` (``--kd_T``, ``KD.TEMPERATURE``). The CE/KD weights
     (``-r 0.1 -a 0.9``) live in ``kdlab.methods``.
     """
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
     per_sample = _kl(teacher_logits / temperature, student_logits / temperature)
-    return _reduce(_per_sample(temperature, student_logits) ** 2 * per_sample, reduction)
+    return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
 
 
 def ttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
@@ -65,10 +67,10 @@ def ttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     the teacher is transformed as softmax(v)^gamma / sum (here: softmax(v / T), identical but it cannot
     underflow). The loss weight ``-b`` (beta) absorbs the T^2 of KD: beta = lambda * T / (1 - lambda).
     """
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
-    return _reduce(_kl(teacher_logits / temperature, student_logits), reduction)
+    return _reduce(_kl(teacher_logits / temperature, student_logits), reduction, result_dtype)
 
 
 def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
@@ -81,11 +83,12 @@ def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean")
     Official code (``--distill wttm``): ``norm`` is U, ``--ttm_l`` is gamma = 1 / temperature, ``-b`` is the
     weight beta. With temperature = 1, U = 1 and WTTM = TTM = KL(p^t || q).
     """
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
     log_weight = torch.logsumexp(torch.log_softmax(teacher_logits, dim=-1) / temperature, dim=-1)
-    return _reduce(log_weight.exp() * _kl(teacher_logits / temperature, student_logits), reduction)
+    per_sample = log_weight.exp() * _kl(teacher_logits / temperature, student_logits)
+    return _reduce(per_sample, reduction, result_dtype)
 
 
 def dtkd_temperatures(student_logits, teacher_logits, temperature=4.0, detach=False):
@@ -104,14 +107,20 @@ def dtkd_temperatures(student_logits, teacher_logits, temperature=4.0, detach=Fa
     temperatures). kdlab writes teacher_T = 2 r tau and student_T = 2 (1 - r) tau with r = x / (x + y), and
     - if x <= 0 or y <= 0 (then x + y may be <= 0, tiny, or give a negative temperature), uses r = 1/2, i.e.
       both temperatures equal tau: plain KD for that sample;
-    - clamps r to [1e-3, 1 - 1e-3], so each temperature is at least 0.002 * tau.
+    - clamps r to [1e-3, 1 - 1e-3], so each temperature is at least 0.002 * tau. (When x, y > 0 the ratio r
+      is well defined however tiny x + y is; the clamp only stops one temperature from reaching 0.)
     Both rules keep teacher_T + student_T = 2 tau; the ratio x / y holds whenever 1e-3 < r < 1 - 1e-3.
 
     Gradients: with ``detach=False`` (the official code's behaviour and the default) student_T depends on the
     student's max logit and gradients flow through it; ``detach=True`` treats both temperatures as constants.
     The teacher side never receives gradients.
     """
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
+    teacher_t, student_t = _dtkd_temperatures(student_logits, teacher_logits, temperature, detach)
+    return teacher_t.to(result_dtype), student_t.to(result_dtype)
+
+
+def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
     tau = _check_positive_number(temperature, "temperature")
     if not isinstance(detach, bool):
         raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
@@ -139,11 +148,11 @@ def dtkd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean",
     temperature ``DTKD.T`` (tau = 4). The full DTKD objective, alpha * this + beta * KD(tau) + CE with a
     warm-up, is the ``"dtkd"`` recipe in ``kdlab.methods``.
     """
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    teacher_t, student_t = dtkd_temperatures(student_logits, teacher_logits, temperature, detach)
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    teacher_t, student_t = _dtkd_temperatures(student_logits, teacher_logits, temperature, detach)
     per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
-    return _reduce((teacher_t * student_t).squeeze(-1) * per_sample, reduction)
+    return _reduce((teacher_t * student_t).squeeze(-1) * per_sample, reduction, result_dtype)
 
 
 def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean"):
@@ -158,11 +167,11 @@ def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean")
     official code, a constant logit vector gives finite gradients (its variance is clamped at the smallest
     normal float before the square root; values are unchanged otherwise).
     """
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
     per_sample = _kl(_standardize(teacher_logits) / temperature, _standardize(student_logits) / temperature)
-    return _reduce(_per_sample(temperature, student_logits) ** 2 * per_sample, reduction)
+    return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
 
 
 def _standardize(logits):
@@ -188,27 +197,25 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
 
     ``targets``: int64 tensor of shape (B,) with values in [0, K).
     """
-    student_logits, teacher_logits = _check_pair(student_logits, teacher_logits)
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     targets = _check_targets(targets, student_logits)
     alpha = _check_weight(alpha, "alpha")
     beta = _check_weight(beta, "beta")
     temperature = _check_loss_temperature(temperature, student_logits)
-    teacher_scaled = _shift_max_to_zero(teacher_logits / temperature)
-    student_scaled = _shift_max_to_zero(student_logits / temperature)
-    is_target = torch.nn.functional.one_hot(targets, student_logits.shape[-1]).bool()
+    teacher_scaled, student_scaled = teacher_logits / temperature, student_logits / temperature
+    # column indices of each sample's K - 1 non-target classes: 0..K-2, shifted up by one from the target on
     batch, num_classes = student_logits.shape
-    teacher_target, teacher_rest = teacher_scaled[is_target], teacher_scaled[~is_target].view(batch, num_classes - 1)
-    student_target, student_rest = student_scaled[is_target], student_scaled[~is_target].view(batch, num_classes - 1)
+    rest = torch.arange(num_classes - 1, device=targets.device).expand(batch, -1)
+    rest = rest + (rest >= targets.unsqueeze(-1)).long()
+    target = targets.unsqueeze(-1)
     # TCKD: the binary distribution [p_g, 1 - p_g] is the softmax of [scaled_g, logsumexp(scaled_rest)].
-    teacher_binary = torch.stack([teacher_target, torch.logsumexp(teacher_rest, dim=-1)], dim=-1)
-    student_binary = torch.stack([student_target, torch.logsumexp(student_rest, dim=-1)], dim=-1)
-    rest_difference = _log_expectation_exp(torch.log_softmax(student_rest, dim=-1), teacher_rest - student_rest)
-    binary_delta = torch.stack([teacher_target - student_target, rest_difference], dim=-1)
-    tckd = _kl_from_parts(torch.log_softmax(teacher_binary, -1), torch.log_softmax(student_binary, -1), binary_delta)
-    nckd = _kl(teacher_rest, student_rest)
-    per_sample = _per_sample(temperature, student_logits) ** 2 * (alpha * tckd + beta * nckd)
-    return _reduce(per_sample, reduction)
+    teacher_binary = torch.cat([teacher_scaled.gather(-1, target), teacher_scaled.gather(-1, rest).logsumexp(-1, keepdim=True)], -1)
+    student_binary = torch.cat([student_scaled.gather(-1, target), student_scaled.gather(-1, rest).logsumexp(-1, keepdim=True)], -1)
+    tckd = _kl(teacher_binary, student_binary)
+    nckd = _kl(teacher_scaled.gather(-1, rest), student_scaled.gather(-1, rest))
+    per_sample = _per_sample(temperature) ** 2 * (alpha * tckd + beta * nckd)
+    return _reduce(per_sample, reduction, result_dtype)
 
 
 class LearnableTemperature(nn.Module):
@@ -279,46 +286,15 @@ class _GradientReversal(torch.autograd.Function):
 # Private helpers.
 
 def _kl(teacher_scaled, student_scaled):
-    """Per-sample D(softmax(a) || softmax(b)) for a = teacher_scaled, b = student_scaled, shape (B,).
-
-    D = sum_i p_i (log p_i - log q_i) = sum_i p_i d_i - log sum_i q_i exp(d_i) with d = a - b (any per-sample
-    shift of d cancels). Written this way it stays accurate at high temperature: there log p_i and log q_i
-    are both close to -log K and subtracting them loses everything (float32 KD at T = 1000 would be off by
-    ~20%), while d is small and computed directly.
-    """
-    teacher_scaled = _shift_max_to_zero(teacher_scaled)
-    student_scaled = _shift_max_to_zero(student_scaled)
-    return _kl_from_parts(
-        torch.log_softmax(teacher_scaled, dim=-1),
-        torch.log_softmax(student_scaled, dim=-1),
-        teacher_scaled - student_scaled,
-    )
-
-
-def _kl_from_parts(teacher_log_probs, student_log_probs, delta):
-    """sum_i p_i d_i - log sum_i q_i exp(d_i), where d = log p - log q up to a per-sample constant."""
-    return (teacher_log_probs.exp() * delta).sum(dim=-1) - _log_expectation_exp(student_log_probs, delta)
-
-
-def _log_expectation_exp(log_probs, delta):
-    """log sum_i q_i exp(d_i), accurate also for tiny d: with c = sum_i q_i d_i it equals
-    c + log1p(sum_i q_i expm1(d_i - c)) (used while |d - c| <= 1), else a plain logsumexp."""
-    probs = log_probs.exp()
-    centre = (probs * delta).sum(dim=-1, keepdim=True)
-    shifted = delta - centre
-    small = shifted.abs().amax(dim=-1) <= 1
-    # clamp keeps the unused branch finite, so torch.where does not leak inf/NaN into the gradient
-    accurate = centre.squeeze(-1) + torch.log1p((probs * torch.expm1(shifted.clamp(-1, 1))).sum(dim=-1))
-    return torch.where(small, accurate, torch.logsumexp(log_probs + delta, dim=-1))
-
-
-def _shift_max_to_zero(scaled_logits):
-    # softmax is shift invariant; removing the max keeps common offsets of teacher and student out of d.
-    return scaled_logits - scaled_logits.detach().amax(dim=-1, keepdim=True)
+    """Per-sample D(softmax(teacher_scaled) || softmax(student_scaled)) = sum_i p_i (log p_i - log q_i), (B,)."""
+    teacher_log_probs = torch.log_softmax(teacher_scaled, dim=-1)
+    student_log_probs = torch.log_softmax(student_scaled, dim=-1)
+    # log-softmax of finite logits is finite, so an underflowed p_i = 0 gives 0 * finite = 0 (never 0 * inf).
+    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
 
 
 def _check_pair(student_logits, teacher_logits):
-    """Validate (B, K) logits of equal shape; detach the teacher; cast both to a common compute dtype."""
+    """Validate (B, K) logits of equal shape; return both in float64 (teacher detached) and the result dtype."""
     _check_logits(student_logits, "student_logits", exact_dim=2)
     _check_logits(teacher_logits, "teacher_logits", exact_dim=2)
     if student_logits.shape != teacher_logits.shape:
@@ -331,8 +307,8 @@ def _check_pair(student_logits, teacher_logits):
         raise ValueError("student_logits must hold at least one sample, got batch size 0")
     if num_classes < 2:
         raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
-    compute = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
-    return student_logits.to(compute), teacher_logits.detach().to(compute)
+    result_dtype = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
+    return student_logits.double(), teacher_logits.detach().double(), result_dtype
 
 
 def _check_loss_temperature(temperature, logits, name="temperature"):
@@ -345,7 +321,7 @@ def _check_loss_temperature(temperature, logits, name="temperature"):
     return temperature
 
 
-def _per_sample(temperature, logits):
+def _per_sample(temperature):
     """A temperature (number or tensor of shape (), (1,), (B, 1)) as a per-sample factor of shape (B,) or ()."""
     if isinstance(temperature, torch.Tensor):
         return temperature.reshape(-1) if temperature.numel() > 1 else temperature.reshape(())
@@ -381,7 +357,9 @@ def _check_reduction(reduction):
         raise ValueError(f'reduction must be one of "mean", "sum", "none", got {reduction!r}')
 
 
-def _reduce(per_sample, reduction):
+def _reduce(per_sample, reduction, dtype):
     if reduction == "mean":
-        return per_sample.mean()
-    return per_sample.sum() if reduction == "sum" else per_sample
+        per_sample = per_sample.mean()
+    elif reduction == "sum":
+        per_sample = per_sample.sum()
+    return per_sample.to(dtype)

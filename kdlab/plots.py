@@ -26,6 +26,7 @@ __all__ = [
     "image_grid",
     "method_comparison",
     "entropy_distributions",
+    "plot_sweep",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -331,4 +332,63 @@ def entropy_distributions(entropies, num_classes=None, ax=None, bins=40, xlabel=
     ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.legend()
+    return ax.figure
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweeps (kdlab.sweep; owner: sweep).
+
+@_styled
+def plot_sweep(df, x="temperature", y="test_acc", hue="method", epoch="last", ax=None):
+    """Accuracy vs temperature from a ``kdlab.sweep`` table: one line per ``hue`` (method), mean over seeds
+    with +-1 standard deviation error bars, on a log-scaled x axis.
+
+    df: the tidy DataFrame of ``kdlab.sweep`` (one row per configuration and epoch; any frame with the columns
+    ``x``, ``y``, ``hue`` works). epoch: "last" keeps each configuration's final epoch (needs the columns
+    "config", "epoch", "epochs"), an int keeps that epoch, None keeps every row. Runs without a temperature
+    (``x`` is NaN, e.g. "ce" or "label_smoothing") are drawn as a dashed horizontal line at their mean.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame (the table of kdlab.sweep), got {type(df).__name__}")
+    for column in (x, y, hue):
+        if column not in df.columns:
+            raise ValueError(f"df must have a {column!r} column (columns: {list(df.columns)})")
+    if epoch == "last":
+        if "epoch" in df.columns and "epochs" in df.columns:
+            df = df[df["epoch"] == df["epochs"]]
+        elif "epoch" in df.columns:
+            df = df[df["epoch"] == df["epoch"].max()]
+    elif epoch is not None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or "epoch" not in df.columns:
+            raise ValueError(f"epoch must be 'last', None or an epoch number present in df, got {epoch!r}")
+        df = df[df["epoch"] == epoch]
+    if df.empty:
+        raise ValueError(f"df has no rows to plot (epoch={epoch!r})")
+    ax = _axes(ax)
+    tempered = df[df[x].notna()]
+    names = list(dict.fromkeys(df[hue]))
+    palette = {name: _color(name, index) for index, name in enumerate(names)}
+    if not tempered.empty:
+        sns.lineplot(data=tempered, x=x, y=y, hue=hue, hue_order=[n for n in names if n in set(tempered[hue])],
+                     palette=palette, errorbar="sd", err_style="bars", marker="o", ax=ax,
+                     err_kws={"capsize": 3})
+        values = np.sort(tempered[x].unique())
+        if np.all(values > 0):
+            ax.set_xscale("log")
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
+    for name in names:
+        flat = df[(df[hue] == name) & df[x].isna()]
+        if not flat.empty:
+            mean, std = flat[y].mean(), flat[y].std()
+            label = f"{name} (no {x})"
+            ax.axhline(mean, color=palette[name], linestyle="--", linewidth=1.2, label=label)
+            if np.isfinite(std) and std > 0:
+                ax.axhspan(mean - std, mean + std, color=palette[name], alpha=0.12, linewidth=0)
+    ax.set_xlabel(x)
+    ax.set_ylabel({"test_acc": "test accuracy [%]", "train_acc": "train accuracy [%]"}.get(y, y))
+    ax.legend(title=hue)
     return ax.figure

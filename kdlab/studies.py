@@ -16,9 +16,8 @@ This file holds three kinds of things:
 1. Teacher-distribution ablations (math on distributions p of shape (B, K), with ``targets`` the labels):
    ``shuffle_non_target`` (keep p_y, permute the other K - 1 probabilities), ``flatten_non_target`` (keep
    p_y, spread 1 - p_y uniformly: label smoothing at the teacher's own confidence), ``truncate_top_k``, and
-   :class:`AblatedTeacher`, which hands any fixed-temperature method a teacher whose *tempered* distribution
-   is the ablated one: it replaces v by T * log A(softmax(v / T)), whose softmax at temperature T is exactly
-   A(softmax(v / T)).
+   :class:`AblatedTeacher`, a teacher *model* whose tempered distribution is the ablated one, so that
+   ``kdlab.sweep`` and ``kdlab.distill`` can distil it like any teacher.
 2. The studies as data (``STUDIES``: grids for mnist10k and for CIFAR-100) and one runner per study that
    calls :func:`kdlab.sweep` and returns its tidy DataFrame (plus a "study" column and the study's own
    columns, e.g. "teacher" or "ablation").
@@ -28,6 +27,7 @@ This file holds three kinds of things:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -66,16 +66,21 @@ def shuffle_non_target(probs: torch.Tensor, targets: torch.Tensor, generator: to
     ``generator`` (a CPU ``torch.Generator``) makes the permutations reproducible.
     """
     _check_probs_and_targets(probs, targets)
-    batch, num_classes = probs.shape
+    return _permute_non_target(probs, targets, generator)
+
+
+def _permute_non_target(values, targets, generator):
+    """Randomly permute the non-target entries of each row of ``values`` (B, K); the target entry stays."""
+    batch, num_classes = values.shape
     # Non-target classes in their natural order (target first), and the same classes in a random order
     # (target first): scattering the second onto the first is a uniformly random bijection of the others.
-    natural = torch.arange(num_classes, device=probs.device, dtype=probs.dtype).expand(batch, num_classes).clone()
+    natural = torch.arange(num_classes, device=values.device, dtype=torch.float64).expand(batch, num_classes).clone()
     natural.scatter_(1, targets[:, None], -1.0)
     slots = natural.argsort(dim=1)
-    keys = torch.rand(batch, num_classes, generator=generator).to(probs.device)
+    keys = torch.rand(batch, num_classes, generator=generator, dtype=torch.float64).to(values.device)
     keys.scatter_(1, targets[:, None], -1.0)
     sources = keys.argsort(dim=1)
-    return torch.empty_like(probs).scatter_(1, slots, probs.gather(1, sources))
+    return torch.empty_like(values).scatter_(1, slots, values.gather(1, sources))
 
 
 def flatten_non_target(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -105,67 +110,83 @@ def truncate_top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
     return truncated / truncated.sum(dim=1, keepdim=True)
 
 
-ABLATIONS = ("none", "shuffle", "flatten", "top_k")
-"""Names understood by :class:`AblatedTeacher` ("none" leaves the teacher as it is)."""
+ABLATIONS = ("shuffle", "flatten", "top_k")
+"""The teacher ablations of :class:`AblatedTeacher`."""
+
+_FAR_BELOW = 1e4  # logit gap that makes a class's tempered probability exactly 0 in float32 for T <= 1000
 
 
 class AblatedTeacher(nn.Module):
-    """Wrap a method (e.g. ``kdlab.get_method("kd", temperature=4)``) so it sees an ablated teacher.
+    """A teacher model whose (tempered) distribution has its relational information removed.
 
-    With the method's temperature T and teacher logits v, the method is called with the logits
-    v' = T * log A(softmax(v / T)) (probabilities floored at 1e-12 so that the log stays finite), and
-    softmax(v' / T) = A(softmax(v / T)): every term that uses the *tempered* teacher (KD's KL) now distils
-    the ablated distribution, everything else (CE on the labels, the weights, T^2) is unchanged.
+    ``AblatedTeacher(teacher, ablation)`` is itself a model: images -> logits v', built from the teacher's
+    logits v so that any method distilling it at temperature T sees the ablated distribution
+    A(softmax(v / T)). The "target" class is the teacher's own arg-max (a model sees images, not labels;
+    for a well-trained teacher it is the label on nearly every training image):
+
+    - "shuffle": the non-target logits are permuted at random per image. Because softmax(v / T) permutes
+      with v, this is ``shuffle_non_target`` at *every* temperature; the permutation is drawn with a
+      generator seeded by ``seed``.
+    - "top_k": the logits outside the k largest are pushed 10^4 below the maximum, so their tempered
+      probability is exactly 0 and the rest is renormalised: ``truncate_top_k`` at every temperature.
+    - "flatten": v' = T * log flatten_non_target(softmax(v / T)), whose softmax at T keeps the teacher's
+      confidence p_T,y and spreads 1 - p_T,y evenly: label smoothing at the teacher's own confidence.
+      This one depends on T, so it needs ``temperature`` (and is only meaningful at that temperature).
 
     Args:
-        method: a kdlab method with a fixed scalar ``hparams["temperature"]`` (kd, ttm, ...).
-        ablation: one of ``ABLATIONS``: "shuffle", "flatten", "top_k" or "none".
-        k: for "top_k", how many classes to keep.
-        seed: seeds the permutations of "shuffle" (a fresh permutation for every call).
-    Follows the Method contract: ``forward(student_logits, teacher_logits, targets, epoch) -> dict``.
+        teacher: the trained teacher (an ``nn.Module`` mapping images to logits).
+        ablation: one of ``ABLATIONS``.
+        k: classes kept by "top_k".
+        temperature: the distillation temperature, required by "flatten" (ignored by the others).
+        seed: seeds the permutations of "shuffle".
     """
 
-    def __init__(self, method: nn.Module, ablation: str, k: int = 3, seed: int = 0):
+    def __init__(self, teacher: nn.Module, ablation: str, k: int = 3, temperature=None, seed: int = 0):
         super().__init__()
-        if not isinstance(method, nn.Module) or "temperature" not in getattr(method, "hparams", {}):
-            raise TypeError(f"method must be a kdlab method with a temperature (e.g. get_method('kd')), got {method!r}")
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module (a trained teacher), got {type(teacher).__name__}")
         if ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if ablation == "flatten":
+            if isinstance(temperature, bool) or not isinstance(temperature, Real) or not (
+                    math.isfinite(temperature) and temperature > 0):
+                raise ValueError(f"temperature must be a finite number > 0 for ablation 'flatten', got {temperature!r}")
+            temperature = float(temperature)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.method = method
+        self.teacher = teacher
         self.ablation = ablation
         self.k = k
-        self.generator = torch.Generator().manual_seed(seed)
-        suffix = {"none": "", "shuffle": "+shuffle", "flatten": "+flatten", "top_k": f"+top{k}"}[ablation]
-        self.name = method.name + suffix
-        self.hparams = {**method.hparams, "ablation": ablation, **({"k": k} if ablation == "top_k" else {})}
-        self.uses_temperature = True
-        self.needs_teacher = True
+        self.temperature = temperature
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+        # The ablation's settings, stored as a buffer so that they belong to the model's state: two ablated
+        # teachers differ in their state_dict (kdlab.sweep fingerprints teachers by it to reuse saved runs).
+        code = [ABLATIONS.index(ablation), k, temperature or 0.0, seed]
+        self.register_buffer("ablation_settings", torch.tensor(code, dtype=torch.float64), persistent=True)
 
-    @property
-    def last_temperatures(self):
-        return getattr(self.method, "last_temperatures", None)
+    def extra_repr(self) -> str:
+        detail = {"shuffle": f"seed={self.seed}", "top_k": f"k={self.k}", "flatten": f"temperature={self.temperature}"}
+        return f"ablation={self.ablation!r}, {detail[self.ablation]}"
 
-    def ablate(self, teacher_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The ablated tempered teacher distribution A(softmax(v / T)), shape (B, K)."""
-        probs = tempered_softmax(teacher_logits.detach().float(), float(self.method.hparams["temperature"]))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.ablate_logits(self.teacher(images))
+
+    def ablate_logits(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """The ablated logits v' for teacher logits v of shape (B, K)."""
+        logits = teacher_logits.float()
+        targets = logits.argmax(dim=1)
         if self.ablation == "shuffle":
-            return shuffle_non_target(probs, targets, self.generator)
-        if self.ablation == "flatten":
-            return flatten_non_target(probs, targets)
+            return _permute_non_target(logits, targets, self._generator).to(teacher_logits.dtype)
         if self.ablation == "top_k":
-            return truncate_top_k(probs, min(self.k, probs.shape[1]))
-        return probs
-
-    def forward(self, student_logits, teacher_logits, targets, epoch):
-        if self.ablation == "none":
-            return self.method(student_logits, teacher_logits, targets, epoch)
-        temperature = float(self.method.hparams["temperature"])
-        ablated = self.ablate(teacher_logits, targets).clamp_min(1e-12)
-        return self.method(student_logits, (temperature * ablated.log()).to(teacher_logits.dtype), targets, epoch)
+            k = min(self.k, logits.shape[1])
+            kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(k, dim=1).indices, True)
+            floor = logits.amax(dim=1, keepdim=True) - _FAR_BELOW
+            return torch.where(kept, logits, floor)
+        flat = flatten_non_target(tempered_softmax(logits.double(), self.temperature), targets)
+        return (self.temperature * flat.clamp_min(1e-300).log()).to(teacher_logits.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -325,3 +346,499 @@ def _as_temperature_list(temperatures) -> list[float]:
     if not values or not all(math.isfinite(t) and t > 0 for t in values):
         raise ValueError(f"temperatures must be finite numbers > 0, got {temperatures!r}")
     return values
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. The studies as data, and their runners
+
+STUDY_NAMES = ("methods", "training", "entropy", "relational", "origin", "granularity")
+
+STUDY_SETTINGS = {
+    # Sized so that notebook 05 runs every study in about two minutes on 2 CPU cores: a 1,000-image transfer
+    # set, mlp64 students, 10 epochs (20 for the training-length study), 3 seeds.
+    "mnist10k": {
+        "student": "mlp64",
+        "transfer_size": 1000,
+        "temperatures": (1.0, 2.0, 4.0, 8.0, 16.0),
+        "seeds": (0, 1, 2),
+        "epochs": 10,
+        "methods": ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd"),
+        "optimizers": {"sgd": {"lr": 0.01}, "adamw": {"lr": 0.001}},
+        "batch_sizes": (32, 128),
+        "training_epochs": 20,
+        "early_epoch": 3,
+        "top_k": 3,
+        # Study 6 trains its own teachers, cheaply: same architecture, few epochs.
+        "teacher_model": "cnn",
+        "teacher_epochs": 2,
+        "pretrain_epochs": 1,
+        "finetune_epochs": 1,
+    },
+    # The papers' CIFAR-100 setting (RepDistiller recipe: SGD 0.05, batch 64, 240 epochs, step schedule), for
+    # a GPU: ``kdlab study NAME --dataset cifar100 --teacher resnet32x4 --student resnet8x4``.
+    "cifar100": {
+        "student": "resnet8x4",
+        "transfer_size": None,
+        "temperatures": (1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+        "seeds": (0, 1, 2),
+        "epochs": 240,
+        "methods": ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd"),
+        "optimizers": {"sgd": {"lr": 0.05}, "adamw": {"lr": 0.001, "weight_decay": 0.05}},
+        "batch_sizes": (64, 256),
+        "training_epochs": 240,
+        "early_epoch": 60,
+        "top_k": 5,
+        "teacher_model": "resnet32x4",
+        "teacher_epochs": 240,
+        "pretrain_epochs": 120,
+        "finetune_epochs": 120,
+    },
+}
+"""Grids of every study, per scale. ``run_study(..., **overrides)`` replaces any of these values."""
+
+# DKD and DTKD warm their distillation terms up over 20 of 240 epochs in their papers; kept proportional.
+_WARMUP_FRACTION = 20 / 240
+
+
+def study_settings(scale: str = "mnist10k", **overrides) -> dict:
+    """The settings of ``STUDY_SETTINGS[scale]`` with ``overrides`` applied (unknown keys -> ValueError)."""
+    if scale not in STUDY_SETTINGS:
+        raise ValueError(f"scale must be one of {sorted(STUDY_SETTINGS)}, got {scale!r}")
+    settings = dict(STUDY_SETTINGS[scale])
+    unknown = sorted(set(overrides) - set(settings))
+    if unknown:
+        raise ValueError(f"unknown study setting(s) {unknown}; known: {sorted(settings)}")
+    settings.update(overrides)
+    settings["temperatures"] = tuple(_as_temperature_list(settings["temperatures"]))
+    seeds = settings["seeds"]
+    if isinstance(seeds, int) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
+            or len(seeds) == 0:
+        raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {seeds!r}")
+    settings["seeds"] = tuple(seeds)
+    if not 1 <= settings["early_epoch"] < settings["training_epochs"]:
+        raise ValueError(f"early_epoch must lie in [1, training_epochs={settings['training_epochs']}), "
+                         f"got {settings['early_epoch']!r}")
+    return settings
+
+
+def run_study(name: str, teacher, dataset="mnist10k", scale: str | None = None, out=None, progress: bool = True,
+              device="auto", **overrides) -> pd.DataFrame:
+    """Run one of Frank & Davis's studies through :func:`kdlab.sweep`; return the tidy results.
+
+    Args:
+        name: one of ``STUDY_NAMES``.
+        teacher: the trained teacher (``nn.Module``) or a model name (trained or loaded from the cache by
+            ``kdlab.train_teacher``). "origin" and "granularity" train their own teachers as well.
+        dataset: a name or a full ``Dataset``; the students learn from ``dataset.transfer_set(transfer_size)``.
+        scale: the key of ``STUDY_SETTINGS`` ("mnist10k" or "cifar100"); default from the dataset's name.
+        out: a folder for ``sweep``'s resumable files (runs already there are loaded, not trained again, so
+            studies that share runs, e.g. KD at the same temperatures, train them once).
+        **overrides: any key of ``STUDY_SETTINGS[scale]``, e.g. ``seeds=(0, 1)``, ``epochs=2``.
+    Returns the sweep rows of every configuration and epoch, with a "study" column and the study's own
+    columns: "teacher" ("origin"), "task" ("granularity"), "target" ("entropy"), "ablation" ("relational"),
+    plus "teacher_acc" where the study trains teachers.
+    """
+    from kdlab.data import Dataset, load_dataset
+    from kdlab.train import _resolve_device, train_teacher
+
+    if name not in STUDY_NAMES:
+        raise ValueError(f"name must be one of {STUDY_NAMES}, got {name!r}")
+    device = _resolve_device(device)
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, device=device)
+    elif not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a dataset name or a kdlab Dataset, got {type(dataset).__name__}")
+    if scale is None:
+        scale = "cifar100" if dataset.name.startswith("cifar") else "mnist10k"
+    settings = study_settings(scale, **overrides)
+    if isinstance(teacher, str):
+        teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
+    elif not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be an nn.Module or a model name, got {type(teacher).__name__}")
+    transfer = dataset.transfer_set(settings["transfer_size"]) if settings["transfer_size"] else dataset
+    context = _StudyContext(teacher, dataset, transfer, settings, out, progress, device)
+    frame = _RUNNERS[name](context)
+    frame.insert(0, "study", name)
+    return frame.reset_index(drop=True)
+
+
+def study_results(name: str, run, directory=None):
+    """The results of study ``name``: read from ``<directory>/<name>.csv`` when that file exists, else ``run()``.
+
+    ``directory`` defaults to ``$KDLAB_STUDY_DIR`` or ``runs``; ``kdlab study NAME --out DIR`` writes such
+    files (e.g. the CIFAR-100 studies run on a GPU), so a notebook shows them instead of its own small runs.
+    Returns ``(frame, source)`` where source is the file path or "computed here".
+    """
+    if name not in STUDY_NAMES:
+        raise ValueError(f"name must be one of {STUDY_NAMES}, got {name!r}")
+    if not callable(run):
+        raise TypeError(f"run must be a callable returning the study's DataFrame, got {type(run).__name__}")
+    folder = Path(directory if directory is not None else os.environ.get("KDLAB_STUDY_DIR", "runs"))
+    path = folder / f"{name}.csv"
+    if path.is_file():
+        return pd.read_csv(path), str(path)
+    return run(), "computed here"
+
+
+@dataclasses.dataclass
+class _StudyContext:
+    teacher: nn.Module
+    dataset: object
+    transfer: object
+    settings: dict
+    out: object
+    progress: bool
+    device: object
+
+    def sweep(self, teacher, transfer=None, grid=None, **common):
+        from kdlab.sweep import sweep
+
+        grid = {"temperature": list(self.settings["temperatures"]), "seed": list(self.settings["seeds"]),
+                **(grid or {})}
+        common.setdefault("epochs", self.settings["epochs"])
+        return sweep(teacher, self.transfer if transfer is None else transfer, student=self.settings["student"],
+                     grid=grid, out=self.out, progress=self.progress, device=self.device, **common)
+
+    def teacher_model(self, dataset, epochs, model=None, **kwargs):
+        """A cheap teacher of ``settings['teacher_model']`` trained on ``dataset``, and its test accuracy."""
+        from kdlab.train import evaluate, train_teacher
+
+        teacher, _ = train_teacher(dataset, model=self.settings["teacher_model"] if model is None else model,
+                                   epochs=epochs, device=self.device, progress=self.progress, **kwargs)
+        return teacher, evaluate(teacher, dataset)
+
+
+def _run_methods(c: _StudyContext) -> pd.DataFrame:
+    """Study 1 (Fig. 1): every method at every temperature."""
+    methods = list(c.settings["methods"])
+    warmed = [m for m in methods if m in ("dtkd", "dkd")]
+    plain = [m for m in methods if m not in warmed]
+    frames = []
+    if plain:
+        frames.append(c.sweep(c.teacher, grid={"method": plain}))
+    if warmed:
+        warmup = max(1, round(_WARMUP_FRACTION * c.settings["epochs"]))
+        frames.append(c.sweep(c.teacher, grid={"method": warmed}, warmup=warmup))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _run_training(c: _StudyContext) -> pd.DataFrame:
+    """Studies 2-3 (Figs. 2-3): optimizer x batch size x temperature, every epoch of a long run."""
+    frames = []
+    for optimizer, extra in c.settings["optimizers"].items():
+        frames.append(c.sweep(c.teacher, grid={"batch_size": list(c.settings["batch_sizes"])},
+                              epochs=c.settings["training_epochs"], optimizer=optimizer, **extra))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _run_entropy(c: _StudyContext) -> pd.DataFrame:
+    """Study 4 (Fig. 4): KD at T beside label smoothing whose target has the teacher's mean entropy at T."""
+    from kdlab.train import predict
+
+    table = entropy_matched_smoothing(predict(c.teacher, c.transfer.train_images).cpu(), c.settings["temperatures"])
+    teacher = c.sweep(c.teacher).assign(target="teacher")
+    smoothing = c.sweep(None, grid={"temperature": [1.0], "smoothing": table["smoothing"].tolist()},
+                        method="label_smoothing")
+    # label_smoothing has no temperature: label each run with the temperature its epsilon was matched to.
+    by_smoothing = dict(zip(table["smoothing"].round(12), table["temperature"]))
+    smoothing["temperature"] = smoothing["smoothing"].round(12).map(by_smoothing)
+    frame = pd.concat([teacher, smoothing.assign(target="label_smoothing")], ignore_index=True)
+    return frame.merge(table, on="temperature", how="left")
+
+
+def _run_relational(c: _StudyContext) -> pd.DataFrame:
+    """Study 5 (Fig. 5): the full teacher vs teachers with shuffled, flattened or truncated distributions."""
+    k = c.settings["top_k"]
+    frames = [c.sweep(c.teacher).assign(ablation="none"),
+              c.sweep(AblatedTeacher(c.teacher, "shuffle")).assign(ablation="shuffle"),
+              c.sweep(AblatedTeacher(c.teacher, "top_k", k=k)).assign(ablation=f"top{k}")]
+    for temperature in c.settings["temperatures"]:  # flattening depends on T: one teacher per temperature
+        flat = AblatedTeacher(c.teacher, "flatten", temperature=temperature)
+        frames.append(c.sweep(flat, grid={"temperature": [temperature]}).assign(ablation="flatten"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pretrained_and_finetuned(c: _StudyContext):
+    """Teacher origin: pretrained on the first half of the classes, then fine-tuned on all of them."""
+    from kdlab.train import evaluate, train_teacher
+
+    num_classes = c.dataset.num_classes
+    other_data = c.dataset.transfer_set(exclude_classes=range(num_classes // 2, num_classes))
+    pretrained, _ = train_teacher(other_data, model=c.settings["teacher_model"], epochs=c.settings["pretrain_epochs"],
+                                  device=c.device, progress=c.progress)
+    finetuned = copy.deepcopy(pretrained)
+    finetuned, _ = train_teacher(c.dataset, model=finetuned, epochs=c.settings["finetune_epochs"], cache=False,
+                                 device=c.device, progress=c.progress)
+    return finetuned, evaluate(finetuned, c.dataset)
+
+
+def _run_origin(c: _StudyContext) -> pd.DataFrame:
+    """Study 6a: a teacher trained from scratch vs one pretrained on other classes and fine-tuned."""
+    scratch, scratch_acc = c.teacher_model(c.dataset, c.settings["teacher_epochs"])
+    finetuned, finetuned_acc = _pretrained_and_finetuned(c)
+    return pd.concat([c.sweep(scratch).assign(teacher="scratch", teacher_acc=scratch_acc),
+                      c.sweep(finetuned).assign(teacher="pretrained+finetuned", teacher_acc=finetuned_acc)],
+                     ignore_index=True)
+
+
+def _run_granularity(c: _StudyContext) -> pd.DataFrame:
+    """Study 6b: the fine task vs a coarse one (fine classes grouped), each with its own teacher."""
+    fine, fine_acc = c.teacher_model(c.dataset, c.settings["teacher_epochs"])
+    coarse_data = coarsen(c.dataset)
+    coarse, coarse_acc = c.teacher_model(coarse_data, c.settings["teacher_epochs"])
+    coarse_transfer = coarsen(c.transfer)
+    return pd.concat([
+        c.sweep(fine).assign(task=f"fine ({c.dataset.num_classes} classes)", teacher_acc=fine_acc),
+        c.sweep(coarse, transfer=coarse_transfer).assign(task=f"coarse ({coarse_data.num_classes} groups)",
+                                                         teacher_acc=coarse_acc),
+    ], ignore_index=True)
+
+
+_RUNNERS = {
+    "methods": _run_methods,
+    "training": _run_training,
+    "entropy": _run_entropy,
+    "relational": _run_relational,
+    "origin": _run_origin,
+    "granularity": _run_granularity,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Summaries and verdicts: every conclusion is computed from the means and the spread over seeds.
+#
+# Rule used throughout (stated in the notebook): two settings differ when their mean accuracies are further
+# apart than the sum of their standard deviations over seeds, i.e. when the +-1 std error bars do not overlap.
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What a study's numbers say about the paper's claim.
+
+    ``agrees`` is True (the numbers support the claim), False (they contradict it) or None (inconclusive:
+    the differences are within the seed spread); ``text`` explains it with the numbers.
+    """
+
+    claim: str
+    agrees: bool | None
+    text: str
+
+    def __str__(self) -> str:
+        label = {True: "AGREES", False: "DOES NOT AGREE", None: "INCONCLUSIVE"}[self.agrees]
+        return f"Paper's claim: {self.claim}\nOur numbers: {self.text}\nVerdict: {label} (with our set-up)."
+
+
+def summarize(results: pd.DataFrame, by, metric: str = "test_acc", epoch="last") -> pd.DataFrame:
+    """Mean, standard deviation (over seeds; ddof=1, 0 for one seed) and count of ``metric`` per group.
+
+    Args:
+        results: a tidy frame with one row per (configuration, seed, epoch), as ``kdlab.sweep`` returns.
+        by: the column(s) that define a configuration, e.g. ["method", "temperature"].
+        epoch: "last" (each configuration's final epoch), an int (that epoch) or None (rows as they are).
+    Returns columns ``by + ["mean", "std", "n"]``, sorted by ``by``.
+    """
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame, got {type(results).__name__}")
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in by + [metric] if c not in results.columns]
+    if missing:
+        raise ValueError(f"results must have the columns {missing} (it has {list(results.columns)})")
+    frame = results
+    if epoch is not None:
+        if "epoch" not in frame.columns:
+            raise ValueError("results must have an 'epoch' column when epoch is not None")
+        if epoch == "last":
+            last = frame.groupby(by, dropna=False)["epoch"].transform("max")
+            frame = frame[frame["epoch"] == last]
+        elif isinstance(epoch, int) and not isinstance(epoch, bool):
+            frame = frame[frame["epoch"] == epoch]
+            if frame.empty:
+                raise ValueError(f"epoch {epoch} is not in results (epochs: {sorted(results['epoch'].unique())})")
+        else:
+            raise ValueError(f"epoch must be 'last', an int or None, got {epoch!r}")
+    grouped = frame.groupby(by, dropna=False)[metric]
+    summary = grouped.agg(mean="mean", std=lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0, n="count")
+    return summary.reset_index().sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def differ(mean_a, std_a, mean_b, std_b) -> int:
+    """+1 if a is clearly above b, -1 if clearly below, 0 if the +-1 std error bars overlap."""
+    gap = float(mean_a) - float(mean_b)
+    noise = float(std_a) + float(std_b)
+    return 0 if abs(gap) <= noise else (1 if gap > 0 else -1)
+
+
+def best_temperature(summary: pd.DataFrame) -> tuple[float, list[float]]:
+    """(the temperature with the highest mean, every temperature whose error bar overlaps the best one's).
+
+    ``summary`` has one row per temperature with "temperature", "mean", "std" (see :func:`summarize`).
+    The second value is the set of temperatures we cannot tell apart from the best with our seeds.
+    """
+    if summary.empty:
+        raise ValueError("summary must have at least one row")
+    best = summary.loc[summary["mean"].idxmax()]
+    tied = [float(row.temperature) for row in summary.itertuples()
+            if differ(best["mean"], best["std"], row.mean, row.std) == 0]
+    return float(best["temperature"]), sorted(tied)
+
+
+def _fmt(row) -> str:
+    return f"{row['mean']:.1f} ± {row['std']:.1f}"
+
+
+def _temps(values) -> str:
+    return "{" + ", ".join(f"{t:g}" for t in values) + "}" if values else "{}"
+
+
+def conclude_methods(results: pd.DataFrame, reference: str = "kd") -> Verdict:
+    """Study 1. Claim: a shared fixed temperature with KL (``reference``) is the most robust to the choice of
+    temperature and no method consistently beats it.
+
+    "Consistently beats" = clearly above the reference at every temperature. "Most robust" = the reference's
+    worst accuracy over the temperatures is not clearly below any other method's worst accuracy.
+    """
+    claim = "a shared fixed temperature with KL is the most robust, and no method consistently beats it"
+    summary = summarize(results, ["method", "temperature"])
+    if reference not in set(summary["method"]):
+        raise ValueError(f"results must contain the reference method {reference!r}")
+    ref = summary[summary["method"] == reference].set_index("temperature")
+    beaters, worst = [], {}
+    for method, rows in summary.groupby("method", sort=False):
+        rows = rows.set_index("temperature")
+        worst[method] = rows.loc[rows["mean"].idxmin()]
+        if method == reference:
+            continue
+        common = rows.index.intersection(ref.index)
+        wins = [differ(rows.at[t, "mean"], rows.at[t, "std"], ref.at[t, "mean"], ref.at[t, "std"]) for t in common]
+        if len(common) and all(w == 1 for w in wins):
+            beaters.append(method)
+    ref_worst = worst[reference]
+    more_robust = [m for m, row in worst.items()
+                   if m != reference and differ(row["mean"], row["std"], ref_worst["mean"], ref_worst["std"]) == 1]
+    best_other = max((m for m in worst if m != reference), key=lambda m: worst[m]["mean"], default=None)
+    text = (f"{reference}'s worst accuracy over T is {_fmt(ref_worst)} %"
+            + (f"; the best worst-case among the others is {best_other}'s {_fmt(worst[best_other])} %" if best_other else "")
+            + ". " + (f"Clearly more robust than {reference}: {', '.join(more_robust)}. " if more_robust
+                      else f"No method is clearly more robust than {reference}. ")
+            + (f"Clearly better than {reference} at every temperature: {', '.join(beaters)}." if beaters
+               else f"No method is clearly better than {reference} at every temperature."))
+    return Verdict(claim, not beaters and not more_robust, text)
+
+
+def conclude_optimizers(results: pd.DataFrame) -> Verdict:
+    """Study 2. Claim: AdamW is more robust to the temperature than SGD.
+
+    Robustness = the range (best minus worst mean accuracy over temperatures) at the final epoch, for each
+    batch size. Agrees when AdamW's range is smaller for every batch size and clearly so (by more than the
+    largest seed std involved) for at least one; disagrees when SGD's is smaller for every batch size.
+    """
+    claim = "AdamW is more robust to the temperature than SGD"
+    summary = summarize(results, ["optimizer", "batch_size", "temperature"])
+    parts, smaller, clearly = [], [], []
+    for batch_size, rows in summary.groupby("batch_size"):
+        ranges, noise = {}, float(rows["std"].max())
+        for optimizer in ("sgd", "adamw"):
+            means = rows[rows["optimizer"] == optimizer]["mean"]
+            if means.empty:
+                raise ValueError(f"results must have optimizer {optimizer!r} for batch size {batch_size}")
+            ranges[optimizer] = float(means.max() - means.min())
+        smaller.append(ranges["adamw"] < ranges["sgd"])
+        clearly.append(ranges["sgd"] - ranges["adamw"] > noise)
+        parts.append(f"batch {batch_size}: range over T {ranges['adamw']:.1f} points with AdamW vs "
+                     f"{ranges['sgd']:.1f} with SGD (largest seed std {noise:.1f})")
+    agrees = True if all(smaller) and any(clearly) else (False if not any(smaller) else None)
+    return Verdict(claim, agrees, "; ".join(parts) + ".")
+
+
+def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer: str = "sgd") -> Verdict:
+    """Study 3. Claim: with SGD, small temperatures are best early in training and larger ones later.
+
+    For each batch size, compares the best temperature at ``early_epoch`` with the best at the final epoch.
+    Agrees when the final best is larger for every batch size, disagrees when it is never larger.
+    """
+    claim = f"with {optimizer.upper() if optimizer == 'sgd' else optimizer}, small temperatures are best early and larger ones later"
+    rows = results[results["optimizer"] == optimizer]
+    if rows.empty:
+        raise ValueError(f"results must contain optimizer {optimizer!r}")
+    parts, later_larger = [], []
+    for batch_size, group in rows.groupby("batch_size"):
+        early = best_temperature(summarize(group, "temperature", epoch=early_epoch))
+        final_summary = summarize(group, "temperature")
+        final = best_temperature(final_summary)
+        last_epoch = int(group["epoch"].max())
+        later_larger.append(final[0] > early[0])
+        parts.append(f"batch {batch_size}: best T {early[0]:g} at epoch {early_epoch} (indistinguishable: "
+                     f"{_temps(early[1])}) vs {final[0]:g} at epoch {last_epoch} (indistinguishable: {_temps(final[1])})")
+    agrees = True if all(later_larger) else (False if not any(later_larger) else None)
+    return Verdict(claim, agrees, "; ".join(parts) + ".")
+
+
+def conclude_entropy(results: pd.DataFrame) -> Verdict:
+    """Study 4. Question: is distilling at temperature T more than label smoothing of the same entropy?
+
+    ``results`` has a "target" column with "teacher" and "label_smoothing" rows per temperature. Agrees
+    (the teacher carries more than its entropy) when the teacher is clearly better at some temperatures
+    and never clearly worse; disagrees when it is never clearly better.
+    """
+    claim = "the tempered teacher gives the student more than a label-smoothing target of the same entropy"
+    summary = summarize(results, ["target", "temperature"])
+    teacher = summary[summary["target"] == "teacher"].set_index("temperature")
+    smooth = summary[summary["target"] == "label_smoothing"].set_index("temperature")
+    outcome = {1: [], 0: [], -1: []}
+    for t in teacher.index.intersection(smooth.index):
+        outcome[differ(teacher.at[t, "mean"], teacher.at[t, "std"], smooth.at[t, "mean"], smooth.at[t, "std"])].append(t)
+    text = (f"the teacher is clearly better at T = {_temps(outcome[1])}, indistinguishable at {_temps(outcome[0])}, "
+            f"clearly worse at {_temps(outcome[-1])}.")
+    agrees = True if outcome[1] and not outcome[-1] else (False if not outcome[1] else None)
+    return Verdict(claim, agrees, text)
+
+
+def conclude_relational(results: pd.DataFrame) -> Verdict:
+    """Study 5. Claim (the paper's premise): the teacher's relational information is what helps the student.
+
+    ``results`` has an "ablation" column ("none" = the full teacher). For each ablation, the temperatures at
+    which the full teacher is clearly better / worse. Agrees when every ablation is clearly worse at some
+    temperature and clearly better at none; disagrees when no ablation is ever clearly worse.
+    """
+    claim = "removing the teacher's relational information (which wrong classes look alike) hurts the student"
+    summary = summarize(results, ["ablation", "temperature"])
+    full = summary[summary["ablation"] == "none"].set_index("temperature")
+    if full.empty:
+        raise ValueError("results must contain the full teacher (ablation 'none')")
+    parts, hurts, helps = [], [], []
+    for ablation, rows in summary[summary["ablation"] != "none"].groupby("ablation", sort=False):
+        rows = rows.set_index("temperature")
+        outcome = {1: [], 0: [], -1: []}
+        for t in rows.index.intersection(full.index):
+            outcome[differ(full.at[t, "mean"], full.at[t, "std"], rows.at[t, "mean"], rows.at[t, "std"])].append(t)
+        hurts.append(bool(outcome[1]))
+        helps.append(bool(outcome[-1]))
+        parts.append(f"{ablation}: worse than the full teacher at T = {_temps(outcome[1])}, better at {_temps(outcome[-1])}")
+    if not parts:
+        raise ValueError("results must contain at least one ablation besides 'none'")
+    agrees = True if all(hurts) and not any(helps) else (False if not any(hurts) else None)
+    return Verdict(claim, agrees, "; ".join(parts) + ".")
+
+
+def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: str) -> Verdict:
+    """Study 6. Claim: the best temperature depends on ``column`` (e.g. "teacher" origin or "task" granularity).
+
+    Agrees when the best temperatures differ and their sets of indistinguishable-from-best temperatures do
+    not overlap; disagrees when the best temperature is the same; inconclusive otherwise.
+    """
+    summary = summarize(results, [column, "temperature"])
+    bests, parts = {}, []
+    for value, rows in summary.groupby(column, sort=False):
+        bests[value] = best_temperature(rows)
+        top = rows.loc[rows["mean"].idxmax()]
+        parts.append(f"{value}: best T {bests[value][0]:g} ({_fmt(top)} %), indistinguishable: {_temps(bests[value][1])}")
+    if len(bests) < 2:
+        raise ValueError(f"results must have at least two values in column {column!r}")
+    best_values = {b[0] for b in bests.values()}
+    tied_sets = [set(b[1]) for b in bests.values()]
+    if len(best_values) == 1:
+        agrees = False
+    elif set.intersection(*tied_sets):
+        agrees = None
+    else:
+        agrees = True
+    return Verdict(claim, agrees, "; ".join(parts) + ".")

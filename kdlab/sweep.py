@@ -522,6 +522,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     augment_generators = {seed: torch.Generator().manual_seed(seed + 1) for seed in seeds}
     shared_input = len(seeds) == 1
     forward = vmap(run_one, in_dims=(0, 0, None if shared_input else 0))
+    forward_shared = forward if shared_input else vmap(run_one, in_dims=(0, 0, None))
     cached = teacher_logits.get()
     train_images, train_targets = dataset.train_images, dataset.train_targets
     n_train = train_targets.shape[0]
@@ -599,7 +600,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
             for _, scheduler in method_optimizers:
                 if scheduler is not None:
                     scheduler.step()
-            test_acc = _test_accuracy(forward, skeleton, params, buffers, dataset, device)
+            test_acc = _test_accuracy(forward_shared, skeleton, params, buffers, dataset, device)
             seconds = time.perf_counter() - start_time
             totals = {name: (value.double() / seen).tolist() for name, value in sums.items()}
             train_acc = (100.0 * correct.double() / seen).tolist()
@@ -657,6 +658,7 @@ def _lr_schedule(settings):
     lrs = []
     for _ in range(settings["epochs"]):
         lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # a no-op (no gradient), so that the scheduler sees the usual order
         if scheduler is not None:
             scheduler.step()
     return lrs
@@ -746,8 +748,8 @@ def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch):
     smoothing = hparams[0].get("smoothing", 0.0) if name == "label_smoothing" else 0.0
     if name == "label_smoothing" and any(h["smoothing"] != smoothing for h in hparams):
         # label_smoothing takes one epsilon per call: evaluate each distinct value on its own rows.
-        ce = torch.cat([per_student(F.cross_entropy(student_logits[n], targets[n], reduction="none",
-                                                    label_smoothing=h["smoothing"])) for n, h in enumerate(hparams)])
+        ce = torch.stack([F.cross_entropy(student_logits[n], targets[n], label_smoothing=h["smoothing"])
+                          for n, h in enumerate(hparams)])
     else:
         ce = per_student(F.cross_entropy(flat_student, flat_targets, reduction="none", label_smoothing=smoothing))
     terms = {"ce": column("ce_weight") * ce}

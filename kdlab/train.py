@@ -179,7 +179,10 @@ def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatu
     if isinstance(method, str):
         if temperature is not None:
             method_overrides = {"temperature": temperature, **method_overrides}
-        method = get_method(method, **method_overrides)
+        try:
+            method = get_method(method, **method_overrides)
+        except ValueError as error:
+            raise ValueError(f"method {method!r}: {error}") from None
     elif isinstance(method, nn.Module) and hasattr(method, "needs_teacher"):
         if temperature is not None or method_overrides:
             raise ValueError("temperature and method overrides must be passed with a method name, "

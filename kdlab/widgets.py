@@ -28,9 +28,10 @@ import ipywidgets
 import torch
 from matplotlib.figure import Figure
 
-from kdlab.temperature import entropy, power_sum, power_transform, renyi_entropy, tempered_softmax
+from kdlab.losses import dtkd_temperatures
+from kdlab.temperature import entropy, power_sum, power_transform, renyi_entropy, sharpness, tempered_softmax
 
-__all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer"]
+__all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer", "dtkd_explorer"]
 
 _HIGHLIGHT = "#D55E00"  # the target (or arg-max) class
 _BAR = "#0072B2"
@@ -224,6 +225,153 @@ def renyi_explorer(student_logits, teacher_logits, class_names=None):
         return {"temperature": float(temperature), "sample": int(sample), **terms}
 
     return _explorer(sliders, draw, figsize=(10, 3.4))
+
+
+def dtkd_explorer(teacher_logits, student_logits, temperature=4.0, class_names=None):
+    """Scale the teacher's and the student's logits and watch the per-sample temperatures DTKD picks.
+
+    DTKD (Wei & Bai 2024) measures a logit vector's "sharpness" as S(z) = log sum_i exp(z_i) (eq. 2) and
+    gives each sample its own pair of temperatures tau + delta (teacher) and tau - delta (student) that
+    should make the two sharpnesses equal (eq. 3). Its closed form (eqs. 4-5, ``kdlab.dtkd_temperatures``)
+    uses the signed maximum logits x = max v, y = max z:
+
+        T_t = 2x / (x + y) * tau,   T_s = 2y / (x + y) * tau     (T_t + T_s = 2 tau, T_t / T_s = x / y).
+
+    Sliders multiply the teacher logits ("teacher scale") and the student logits ("student scale"), add a
+    constant to the student logits ("student shift": softmax does not change, the sharpness does), set the
+    reference temperature "tau" and pick the "sample". Panels, for the chosen sample:
+    1. the sharpness of teacher and student at tau (plain KD), at DTKD's temperatures, and at the delta that
+       really minimises eq. 3's gap (a grid search over -tau < delta < tau, see the author's errata: the
+       closed form does not minimise it in general);
+    2. the tempered distributions softmax(v / T_t) and softmax(z / T_s) that DTKD's KL compares;
+    3. the histograms of T_t and T_s over all samples, the chosen sample marked.
+    If x <= 0 or y <= 0 the closed form breaks down (kdlab then uses tau for both, see
+    ``kdlab.dtkd_temperatures``); the state's "degenerate" flag says so.
+
+    Args:
+        teacher_logits, student_logits: tensors (N, K) (or (K,) for one sample).
+        temperature: the initial reference temperature tau (slider range 0.5 to 20).
+        class_names: optional list of K names.
+
+    Returns an ipywidgets.VBox with ``.sliders`` ("teacher scale", "student scale", "student shift", "tau",
+    "sample"), ``.figure``, ``.output`` and ``.state``: the slider values ("teacher_scale", "student_scale",
+    "student_shift", "tau", "sample"), "teacher_max" (x) and "student_max" (y), "degenerate",
+    "teacher_temperature" and "student_temperature" (the chosen sample's T_t, T_s), "teacher_temperatures"
+    and "student_temperatures" ((N,) for all samples), "teacher_sharpness_before", "student_sharpness_before",
+    "gap_before" (both at tau), "teacher_sharpness_after", "student_sharpness_after", "gap_after" (at T_t,
+    T_s), "optimal_delta" and "optimal_gap" (eq. 3's minimum on the grid), "teacher_probs", "student_probs"
+    (K,) at T_t and T_s.
+    """
+    teacher = _check_logits(teacher_logits, "teacher_logits")
+    student = _check_logits(student_logits, "student_logits")
+    if student.shape != teacher.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must have the same shape, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.5 <= temperature <= 20:
+        raise ValueError(f"temperature must be a number in [0.5, 20] (the tau slider's range), got {temperature!r}")
+    num_samples, num_classes = teacher.shape
+    names = _check_class_names(class_names, num_classes)
+    sliders = {
+        "teacher scale": _temperature_slider("teacher scale", 1.0, -2, 2),
+        "student scale": _temperature_slider("student scale", 1.0, -2, 2),
+        "student shift": ipywidgets.FloatSlider(
+            value=0.0, min=-20.0, max=20.0, step=0.5, description="student shift", continuous_update=True,
+            style={"description_width": "initial"},
+        ),
+        "tau": _temperature_slider("tau", float(temperature), math.log10(0.5), math.log10(20)),
+        "sample": _sample_slider(num_samples),
+    }
+
+    def draw(figure, **values):
+        tau, sample = float(values["tau"]), int(values["sample"])
+        v = teacher * values["teacher scale"]
+        z = student * values["student scale"] + values["student shift"]
+        teacher_ts, student_ts = dtkd_temperatures(z, v, tau)
+        teacher_t, student_t = float(teacher_ts[sample]), float(student_ts[sample])
+        row_v, row_z = v[sample], z[sample]
+        before = (float(sharpness(row_v / tau)), float(sharpness(row_z / tau)))
+        after = (float(sharpness(row_v / teacher_t)), float(sharpness(row_z / student_t)))
+        best_delta, best_gap = _eq3_minimum(row_v, row_z, tau)
+        best = (float(sharpness(row_v / (tau + best_delta))), float(sharpness(row_z / (tau - best_delta))))
+        state = {
+            "teacher_scale": float(values["teacher scale"]),
+            "student_scale": float(values["student scale"]),
+            "student_shift": float(values["student shift"]),
+            "tau": tau,
+            "sample": sample,
+            "teacher_max": float(row_v.max()),
+            "student_max": float(row_z.max()),
+            "degenerate": bool(row_v.max() <= 0 or row_z.max() <= 0),
+            "teacher_temperature": teacher_t,
+            "student_temperature": student_t,
+            "teacher_temperatures": teacher_ts.reshape(-1),
+            "student_temperatures": student_ts.reshape(-1),
+            "teacher_sharpness_before": before[0],
+            "student_sharpness_before": before[1],
+            "gap_before": abs(before[0] - before[1]),
+            "teacher_sharpness_after": after[0],
+            "student_sharpness_after": after[1],
+            "gap_after": abs(after[0] - after[1]),
+            "optimal_delta": best_delta,
+            "optimal_gap": best_gap,
+            "teacher_probs": tempered_softmax(row_v, teacher_t),
+            "student_probs": tempered_softmax(row_z, student_t),
+        }
+        left, middle, right = _panels(figure, 3, widths=[1.1, 1.3, 1])
+        # 1. Sharpness: teacher and student side by side, three settings.
+        width = 0.38
+        groups = [("KD: both at tau", before), ("DTKD eqs. 4-5", after), ("eq. 3 minimum", best)]
+        for index, color, who in ((0, _MUTED, "teacher"), (1, _BAR, "student")):
+            offset = (index - 0.5) * width
+            left.bar([g + offset for g in range(3)], [pair[index] for _, pair in groups], width, color=color,
+                     label=who)
+        left.axhline(0, color="black", linewidth=0.8)
+        left.set_xticks(range(3), [label for label, _ in groups], fontsize=8)
+        left.set_ylabel("sharpness  log-sum-exp")
+        left.legend(fontsize=8)
+        left.set_title(
+            f"gap {state['gap_before']:.3g} -> {state['gap_after']:.3g} (min {best_gap:.2g})", fontsize=10
+        )
+        # 2. The two distributions DTKD's KL compares.
+        positions = torch.arange(num_classes, dtype=torch.float64)
+        middle.bar((positions - width / 2).tolist(), state["teacher_probs"].tolist(), width, color=_MUTED,
+                   label=f"teacher, T_t = {teacher_t:.3g}")
+        middle.bar((positions + width / 2).tolist(), state["student_probs"].tolist(), width, color=_BAR,
+                   label=f"student, T_s = {student_t:.3g}")
+        middle.set_xticks(range(num_classes), names)
+        middle.set_ylim(0, 1.02)
+        middle.set_ylabel("probability")
+        middle.legend(fontsize=8)
+        flag = "  (x <= 0 or y <= 0: both at tau)" if state["degenerate"] else ""
+        middle.set_title(f"sample {sample}: x = {state['teacher_max']:.3g}, y = {state['student_max']:.3g}{flag}",
+                         fontsize=10)
+        # 3. Where this sample sits among all samples' temperatures.
+        edges = torch.linspace(0, 2 * tau, 41).tolist()
+        right.hist(state["teacher_temperatures"].tolist(), bins=edges, color=_MUTED, alpha=0.7, label="T_t")
+        right.hist(state["student_temperatures"].tolist(), bins=edges, color=_BAR, alpha=0.7, label="T_s")
+        right.axvline(tau, color="black", linestyle=":", linewidth=1)
+        right.axvline(teacher_t, color=_MUTED, linewidth=2)
+        right.axvline(student_t, color=_HIGHLIGHT, linewidth=2)
+        right.set_xlabel("temperature (0 to 2 tau)")
+        right.set_ylabel("samples")
+        right.legend(fontsize=8)
+        right.set_title(f"all {num_samples} samples (line: sample {sample})", fontsize=10)
+        return state
+
+    return _explorer(sliders, draw, figsize=(12, 3.6))
+
+
+def _eq3_minimum(teacher_row, student_row, tau, steps=4001):
+    """DTKD's eq. 3 by brute force: the delta in (-tau, tau) with the smallest |S(v / (tau + d)) - S(z / (tau - d))|.
+
+    A grid of ``steps`` deltas (float64); returns (delta, gap) at the grid minimum.
+    """
+    deltas = torch.linspace(-tau, tau, steps + 2, dtype=torch.float64)[1:-1].unsqueeze(-1)
+    gaps = (sharpness(teacher_row / (tau + deltas)) - sharpness(student_row / (tau - deltas))).abs()
+    best = int(gaps.argmin())
+    return float(deltas[best]), float(gaps[best])
 
 
 # ----------------------------------------------------------------------------------------------------------

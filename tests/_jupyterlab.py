@@ -23,14 +23,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 # Flags the CI machine needs: without the networking ones Chromium keeps dialling Google's hosts
-# through a closed network. Playwright adds --headless and a fresh temporary --user-data-dir itself.
+# through a closed network. Playwright launches with a fresh temporary --user-data-dir of its own.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -72,6 +71,16 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _end_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the test process dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _processes_mentioning(marker: str) -> list[int]:
@@ -160,6 +169,7 @@ class JupyterLabServer:
             command, cwd=self.root_dir, env=self._environment(),
             stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # own process group, so stop() can end it and its children
+            preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + self.startup_timeout
         status_url = f"{self.url}/api/status?token={self.token}"
@@ -313,12 +323,21 @@ class NotebookPage:
         self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         self.snap("running")
-        self.page.wait_for_function(
-            _RUN_FINISHED_JS,
-            arg=[_NOTEBOOK, _KERNEL_STATUS, STDERR_MIME, ERROR_PATTERN.pattern],
-            polling=500,
-            timeout=self.budget.remaining_ms(cap_seconds),
-        )
+        try:
+            self.page.wait_for_function(
+                _RUN_FINISHED_JS,
+                arg=[_NOTEBOOK, _KERNEL_STATUS, STDERR_MIME, ERROR_PATTERN.pattern],
+                polling=500,
+                timeout=self.budget.remaining_ms(cap_seconds),
+            )
+        except Exception as error:
+            prompts = self.page.locator(f"{_NOTEBOOK} .jp-CodeCell .jp-InputArea-prompt").all_text_contents()
+            dialogs = self.page.locator(".jp-Dialog").all_inner_texts()
+            kernel = self.page.locator(_KERNEL_STATUS).all_inner_texts()
+            raise AssertionError(
+                f"{self.name}: Run All Cells did not finish in time ({type(error).__name__}); "
+                f"kernel {kernel}, prompts {[p.strip() for p in prompts]}, dialogs {dialogs}"
+            ) from None
         self.snap("ran-all")
 
     def unexecuted_cells(self) -> list[int]:
@@ -332,15 +351,28 @@ class NotebookPage:
         return [text.strip()[:2000] for text in outputs if ERROR_PATTERN.search(text)]
 
     def slider(self, description: str):
-        """The ipywidgets slider whose description label reads ``description`` (exactly one must exist)."""
+        """The first ipywidgets slider whose description label reads ``description``.
+
+        Fails with the descriptions of the sliders that are there (or with what the widget outputs show,
+        e.g. "Loading widget..." when the ipywidgets JupyterLab extension is missing).
+        """
         label = re.compile(rf"^\s*{re.escape(description)}\s*$")
         sliders = self.page.locator(f"{_NOTEBOOK} .widget-slider").filter(
             has=self.page.locator(".widget-label", has_text=label)
         )
-        sliders.first.wait_for(timeout=self.budget.remaining_ms(30))
-        count = sliders.count()
-        if count != 1:
-            raise AssertionError(f"expected one slider described {description!r} in {self.name}, found {count}")
+        try:
+            sliders.first.wait_for(timeout=self.budget.remaining_ms(20))
+        except Exception as error:
+            found = self.page.locator(f"{_NOTEBOOK} .widget-slider .widget-label").all_text_contents()
+            widget_text = [
+                text.strip()[:200]
+                for text in self.page.locator(f"{_NOTEBOOK} .jp-OutputArea-output").all_text_contents()
+                if "widget" in text.lower() or "Box(" in text
+            ]
+            raise AssertionError(
+                f"{self.name}: no slider described {description!r}; sliders found: {found}; "
+                f"widget outputs: {widget_text[:5]} ({type(error).__name__})"
+            ) from None
         return sliders.first
 
     def figure_sources(self, slider) -> list[str]:
@@ -362,7 +394,7 @@ class NotebookPage:
         distance = fraction * track_box["width"] * (1 if room_right >= room_left else -1)
         self.page.mouse.move(x, y)
         self.page.mouse.down()
-        self.page.mouse.move(x + distance, y, steps=10)
+        self.page.mouse.move(x + distance, y, steps=5)
         self.page.mouse.up()
 
     def wait_for_settled_figure(self, slider, before: list[str], cap_seconds: float) -> list[str]:

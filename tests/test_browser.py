@@ -17,6 +17,7 @@ otherwise they use a temporary cache. The whole module is bounded by ``KDLAB_BRO
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -65,15 +66,21 @@ def work_dir():
 
 
 @pytest.fixture(scope="module")
-def shots_dir():
-    """Screenshots outlive the test run (their path is printed on failure), so they are not auto-deleted."""
-    return Path(tempfile.mkdtemp(prefix="kdlab-browser-shots-"))
+def shots_dir(request):
+    """Screenshots (and the JupyterLab log) of every step; kept when a test failed or KDLAB_KEEP_SCREENSHOTS=1."""
+    directory = Path(tempfile.mkdtemp(prefix="kdlab-browser-shots-"))
+    failed_before = request.session.testsfailed
+    yield directory
+    if request.session.testsfailed == failed_before and os.environ.get("KDLAB_KEEP_SCREENSHOTS") != "1":
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def lab(chromium_path, work_dir, shots_dir, budget):
     cache = os.environ.get("KDLAB_CACHE") or str(work_dir / "kdlab-cache")
-    with JupyterLabServer(NOTEBOOKS, work_dir, Path(cache), log_path=shots_dir / "jupyterlab.log") as server:
+    server = JupyterLabServer(NOTEBOOKS, work_dir, Path(cache), log_path=shots_dir / "jupyterlab.log",
+                              startup_timeout=budget.remaining_ms(60) / 1000)
+    with server:
         yield server
 
 
@@ -114,6 +121,7 @@ def test_slider_redraws_figure_in_jupyterlab(notebook, description, lab, browser
 
         slider = nb.slider(description)
         slider.scroll_into_view_if_needed()
+        nb.snap(f"{description}-found")
         readout_before = nb.readout(slider)
         figure_before = nb.figure_sources(slider)
         assert figure_before, f"{notebook}: no figure next to the {description!r} slider {where}"

@@ -64,7 +64,8 @@ def test_dtkd_golden():
     per_sample = dtkd_loss(STUDENT, TEACHER, 4.0, reduction="none")
     torch.testing.assert_close(per_sample, as_tensor([0.0207847478, 0.1017552718]), rtol=0, atol=GOLDEN)
     assert dtkd_loss(STUDENT, TEACHER, 4.0).item() == pytest.approx(0.0612700098, abs=GOLDEN)
-    assert dtkd_loss(0.6 * TEACHER, TEACHER, 4.0).item() == pytest.approx(0.0, abs=1e-15)
+    # z = 0.6 v: zero in exact arithmetic (papers.md §5); float64 rounding of v / T_t vs z / T_s leaves ~1e-15.
+    assert dtkd_loss(0.6 * TEACHER, TEACHER, 4.0).item() == pytest.approx(0.0, abs=1e-13)
 
 
 def test_lskd_golden_uses_unbiased_std():
@@ -339,7 +340,7 @@ def test_ttm_gradient_closed_form():
 def test_kd_gradient_closed_form():
     student, teacher = random_pair()
     student.requires_grad_(True)
-    for temperature in (1.0, 3.0, 10.0):
+    for temperature in (0.05, 1.0, 3.0, 10.0, 1000.0):
         (grad,) = torch.autograd.grad(kd_loss(student, teacher, temperature), student)
         expected = temperature * (torch.softmax(student.detach() / temperature, -1) - torch.softmax(teacher / temperature, -1)) / 5
         torch.testing.assert_close(grad, expected, rtol=0, atol=1e-14)
@@ -363,10 +364,10 @@ def test_wttm_gradient_closed_form():
         lambda s, t: dtkd_loss(s, t, 4.0),
         lambda s, t: lskd_loss(s, t, 2.0),
         lambda s, t: dkd_loss(s, t, torch.tensor([0, 3, 6, 1]), alpha=1.0, beta=8.0, temperature=4.0),
-        lambda s, t: kd_loss(s, t, 1000.0, reduction="none"),
+        lambda s, t: kd_loss(s, t, 100.0, reduction="none"),
         lambda s, t: ttm_loss(s, t, 0.1, reduction="sum"),
     ],
-    ids=["kd", "ttm", "wttm", "dtkd", "lskd", "dkd", "kd_T1000", "ttm_T0.1"],
+    ids=["kd", "ttm", "wttm", "dtkd", "lskd", "dkd", "kd_T100", "ttm_T0.1"],
 )
 def test_gradcheck_float64_and_teacher_gets_no_gradient(loss):
     # (dtkd with detach=True is not the gradient of its value by design; its closed form is tested above.)
@@ -506,7 +507,7 @@ LOSS_FUNCTIONS = [
 ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     batch=st.integers(1, 4),
     num_classes=st.integers(2, 12),

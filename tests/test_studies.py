@@ -1,0 +1,355 @@
+"""Tests for kdlab.studies: the teacher-distribution ablations, entropy matching, coarse labels, the
+verdict rules, and (marked slow) the study runners and the ``kdlab study`` command on a tiny grid."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from kdlab.studies import (
+    CIFAR100_SUPERCLASSES,
+    DIGIT_GROUPS,
+    AblatedTeacher,
+    best_temperature,
+    coarsen,
+    conclude_best_temperature_shift,
+    conclude_entropy,
+    conclude_methods,
+    conclude_optimizers,
+    conclude_relational,
+    conclude_training_length,
+    differ,
+    entropy_matched_smoothing,
+    flatten_non_target,
+    label_smoothing_distribution,
+    shuffle_non_target,
+    sorted_distribution,
+    summarize,
+    truncate_top_k,
+)
+from kdlab.temperature import entropy, smoothing_for_entropy, tempered_softmax
+
+
+def _probs(batch=6, classes=7, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(batch, classes, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, classes, (batch,), generator=generator)
+    return torch.softmax(logits, dim=1), targets
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ablations
+
+def test_shuffle_keeps_target_and_multiset_of_others_and_entropy():
+    probs, targets = _probs()
+    shuffled = shuffle_non_target(probs, targets, torch.Generator().manual_seed(3))
+    rows = torch.arange(len(targets))
+    assert torch.equal(shuffled[rows, targets], probs[rows, targets])
+    for i, y in enumerate(targets.tolist()):
+        others = [k for k in range(probs.shape[1]) if k != y]
+        assert torch.equal(shuffled[i, others].sort().values, probs[i, others].sort().values)
+    torch.testing.assert_close(entropy(shuffled), entropy(probs), rtol=0, atol=1e-12)
+    # It really permutes: with 7 classes and 6 samples, some non-target probability moves.
+    assert not torch.equal(shuffled, probs)
+
+
+def test_shuffle_is_reproducible_with_a_seeded_generator_and_uniform_over_placements():
+    probs, targets = _probs(batch=1, classes=4)
+    first = shuffle_non_target(probs, targets, torch.Generator().manual_seed(5))
+    again = shuffle_non_target(probs, targets, torch.Generator().manual_seed(5))
+    assert torch.equal(first, again)
+    # Over many draws each of the 3 non-target probabilities lands in each non-target slot ~1/3 of the time.
+    generator = torch.Generator().manual_seed(0)
+    many = shuffle_non_target(probs.expand(3000, 4).clone(), targets.expand(3000).clone(), generator)
+    y = int(targets)
+    largest_other = max(float(probs[0, k]) for k in range(4) if k != y)
+    for slot in (k for k in range(4) if k != y):
+        share = float((many[:, slot] == largest_other).double().mean())
+        assert abs(share - 1 / 3) < 0.04  # binomial sd ~0.009
+
+
+def test_flatten_keeps_target_confidence_and_is_uniform_elsewhere():
+    probs, targets = _probs()
+    flat = flatten_non_target(probs, targets)
+    rows = torch.arange(len(targets))
+    torch.testing.assert_close(flat.sum(1), torch.ones(len(targets), dtype=flat.dtype), rtol=0, atol=1e-12)
+    assert torch.equal(flat[rows, targets], probs[rows, targets])
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    mask[rows, targets] = False
+    others = flat[mask].view(len(targets), -1)
+    torch.testing.assert_close(others, others[:, :1].expand_as(others), rtol=0, atol=1e-15)
+    # Flattening maximises the entropy among distributions with the same target probability.
+    assert bool((entropy(flat) >= entropy(probs) - 1e-12).all())
+
+
+def test_truncate_top_k_keeps_the_k_largest_renormalised():
+    probs = torch.tensor([[0.5, 0.2, 0.2, 0.1], [0.05, 0.6, 0.05, 0.3]], dtype=torch.float64)
+    top2 = truncate_top_k(probs, 2)
+    expected = torch.tensor([[0.5 / 0.7, 0.2 / 0.7, 0.0, 0.0], [0.0, 0.6 / 0.9, 0.0, 0.3 / 0.9]], dtype=torch.float64)
+    torch.testing.assert_close(top2, expected, rtol=0, atol=1e-12)
+    assert torch.equal(truncate_top_k(probs, 4), probs / probs.sum(1, keepdim=True))
+    # k = 1 is the teacher's hard label.
+    assert torch.equal(truncate_top_k(probs, 1), torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]], dtype=torch.float64))
+    # Truncation commutes with temperature: top-k of softmax(v / T) = softmax of the top-k logits at T.
+    logits = torch.tensor([[2.0, 1.0, -0.5, 0.3]], dtype=torch.float64)
+    masked = torch.tensor([[2.0, 1.0, -math.inf, 0.3]], dtype=torch.float64)
+    torch.testing.assert_close(truncate_top_k(tempered_softmax(logits, 3.0), 3), torch.softmax(masked / 3.0, 1),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, 5, 1.5, True])
+def test_truncate_top_k_rejects_bad_k(bad):
+    probs, _ = _probs(classes=4)
+    with pytest.raises(ValueError, match="k must be"):
+        truncate_top_k(probs, bad)
+
+
+def test_ablation_functions_reject_bad_targets():
+    probs, targets = _probs()
+    with pytest.raises(ValueError, match="targets must"):
+        flatten_non_target(probs, targets.float())
+    with pytest.raises(ValueError, match="targets must lie"):
+        shuffle_non_target(probs, targets + 7)
+    with pytest.raises(ValueError, match="probs must"):
+        flatten_non_target(probs[0], targets)
+
+
+class _LinearTeacher(torch.nn.Module):
+    """A stand-in teacher: fixed logits per image index (images are (B, 1, 1, 1) tensors holding the index)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("table", logits)
+
+    def forward(self, images):
+        return self.table[images.flatten().long()]
+
+
+def _teacher_and_images(batch=8, classes=6, seed=2):
+    generator = torch.Generator().manual_seed(seed)
+    logits = 4 * torch.randn(batch, classes, generator=generator)
+    return _LinearTeacher(logits), torch.arange(batch, dtype=torch.float32).view(-1, 1, 1, 1), logits
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 16.0])
+def test_ablated_teacher_shuffle_and_top_k_hold_at_every_temperature(temperature):
+    teacher, images, logits = _teacher_and_images()
+    targets = logits.argmax(1)
+    rows = torch.arange(len(targets))
+    original = tempered_softmax(logits.double(), temperature)
+
+    shuffled = tempered_softmax(AblatedTeacher(teacher, "shuffle", seed=1)(images).double(), temperature)
+    torch.testing.assert_close(shuffled[rows, targets], original[rows, targets], rtol=0, atol=1e-6)
+    torch.testing.assert_close(shuffled.sort(1).values, original.sort(1).values, rtol=0, atol=1e-6)
+    assert not torch.allclose(shuffled, original, atol=1e-3)
+
+    top_logits = AblatedTeacher(teacher, "top_k", k=2)(images)
+    top = tempered_softmax(top_logits.double(), temperature)
+    torch.testing.assert_close(top, truncate_top_k(original, 2), rtol=0, atol=1e-6)
+    # In float32 (what training uses) the probabilities outside the top 2 are exactly zero.
+    assert int((tempered_softmax(top_logits, temperature) > 0).sum(1).max()) == 2
+
+
+def test_ablated_teacher_flatten_keeps_the_tempered_confidence_at_its_temperature():
+    teacher, images, logits = _teacher_and_images()
+    flat_logits = AblatedTeacher(teacher, "flatten", temperature=4.0)(images)
+    flat = tempered_softmax(flat_logits.double(), 4.0)
+    torch.testing.assert_close(flat, flatten_non_target(tempered_softmax(logits.double(), 4.0), logits.argmax(1)),
+                               rtol=0, atol=1e-6)
+    assert flat_logits.dtype == logits.dtype and bool(torch.isfinite(flat_logits).all())
+
+
+def test_ablated_teachers_give_finite_kd_losses_and_distinct_states():
+    from kdlab.losses import kd_loss
+
+    teacher, images, logits = _teacher_and_images()
+    student = torch.randn_like(logits)
+    ablated = {
+        "shuffle": AblatedTeacher(teacher, "shuffle"),
+        "top_k": AblatedTeacher(teacher, "top_k", k=1),
+        "flatten": AblatedTeacher(teacher, "flatten", temperature=2.0),
+    }
+    for model in ablated.values():
+        loss = kd_loss(student, model(images), temperature=2.0)
+        assert bool(torch.isfinite(loss)) and float(loss) > 0
+    states = [model.state_dict()["ablation_settings"].tolist() for model in ablated.values()]
+    assert len({tuple(s) for s in states}) == 3
+
+
+def test_ablated_teacher_validates_its_arguments():
+    teacher, _, _ = _teacher_and_images()
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        AblatedTeacher(teacher, "blur")
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0 for ablation 'flatten'"):
+        AblatedTeacher(teacher, "flatten")
+    with pytest.raises(ValueError, match="k must be"):
+        AblatedTeacher(teacher, "top_k", k=0)
+    with pytest.raises(TypeError, match="teacher must be an nn.Module"):
+        AblatedTeacher("cnn", "shuffle")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Study 4: entropy matching
+
+def test_sorted_distribution_and_label_smoothing_distribution():
+    probs = torch.tensor([[0.1, 0.7, 0.2], [0.3, 0.3, 0.4]], dtype=torch.float64)
+    torch.testing.assert_close(sorted_distribution(probs), torch.tensor([0.55, 0.25, 0.2], dtype=torch.float64))
+    assert sorted_distribution(probs, top=2).shape == (2,)
+    smooth = label_smoothing_distribution(5, 0.1)
+    torch.testing.assert_close(smooth, torch.tensor([0.92, 0.02, 0.02, 0.02, 0.02], dtype=torch.float64))
+    # research notes §3: K = 5, eps = 0.1 has entropy 0.38967.
+    assert abs(float(entropy(smooth)) - 0.38967) < 1e-5
+    with pytest.raises(ValueError, match="smoothing must be"):
+        label_smoothing_distribution(5, 1.5)
+
+
+def test_entropy_matched_smoothing_has_the_teachers_mean_entropy_and_grows_with_temperature():
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(50, 10, generator=generator)
+    table = entropy_matched_smoothing(logits, [1, 2, 4, 8])
+    assert list(table.columns) == ["temperature", "teacher_entropy", "teacher_confidence", "smoothing",
+                                   "smoothing_confidence"]
+    for row in table.itertuples():
+        expected = float(entropy(tempered_softmax(logits.double(), row.temperature)).mean())
+        assert abs(row.teacher_entropy - expected) < 1e-9
+        assert abs(float(entropy(label_smoothing_distribution(10, row.smoothing))) - expected) < 1e-6
+        assert abs(row.smoothing - smoothing_for_entropy(10, expected)) < 1e-12
+    assert table["smoothing"].is_monotonic_increasing and table["teacher_entropy"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="temperatures must be"):
+        entropy_matched_smoothing(logits, [1, -2])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Study 6: coarse labels
+
+def test_coarsen_maps_each_digit_to_its_group():
+    from kdlab.data import load_dataset
+
+    dataset = load_dataset("mnist10k")
+    coarse = coarsen(dataset)
+    assert coarse.num_classes == len(DIGIT_GROUPS) == 5
+    assert coarse.classes == ["4+9", "3+5", "1+7", "0+6", "2+8"]
+    for group_index, group in enumerate(DIGIT_GROUPS):
+        for digit in group:
+            assert bool((coarse.train_targets[dataset.train_targets == digit] == group_index).all())
+            assert bool((coarse.test_targets[dataset.test_targets == digit] == group_index).all())
+    assert coarse.train_images is dataset.train_images  # shared, not copied
+    with pytest.raises(ValueError, match="exactly one group"):
+        coarsen(dataset, [(0, 1), (1, 2, 3, 4, 5, 6, 7, 8, 9)])
+    with pytest.raises(ValueError, match="cover every class"):
+        coarsen(dataset, [(0, 1), (2, 3)])
+    with pytest.raises(ValueError, match="not in dataset.classes"):
+        coarsen(dataset, {"a": ("0", "x")})
+
+
+def test_cifar100_superclasses_cover_100_distinct_fine_classes_in_20_groups_of_5():
+    fine = [name for members in CIFAR100_SUPERCLASSES.values() for name in members]
+    assert len(CIFAR100_SUPERCLASSES) == 20
+    assert all(len(members) == 5 for members in CIFAR100_SUPERCLASSES.values())
+    assert len(set(fine)) == 100
+    # A few well-known memberships of the official coarse labels.
+    assert "whale" in CIFAR100_SUPERCLASSES["aquatic_mammals"]
+    assert "maple_tree" in CIFAR100_SUPERCLASSES["trees"]
+    assert "pickup_truck" in CIFAR100_SUPERCLASSES["vehicles_1"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Summaries and verdicts (synthetic results: the rules, not the training)
+
+def _frame(rows, columns):
+    """rows: (config..., seed, epoch, test_acc)."""
+    return pd.DataFrame(rows, columns=columns + ["seed", "epoch", "test_acc"])
+
+
+def test_summarize_uses_the_last_epoch_and_the_sample_std():
+    frame = _frame([(1.0, 0, 1, 10.0), (1.0, 0, 2, 80.0), (1.0, 1, 1, 20.0), (1.0, 1, 2, 84.0)], ["temperature"])
+    last = summarize(frame, "temperature")
+    assert last.loc[0, "mean"] == 82.0 and abs(last.loc[0, "std"] - math.sqrt(8.0)) < 1e-12 and last.loc[0, "n"] == 2
+    early = summarize(frame, "temperature", epoch=1)
+    assert early.loc[0, "mean"] == 15.0
+    with pytest.raises(ValueError, match="epoch 7 is not in results"):
+        summarize(frame, "temperature", epoch=7)
+    with pytest.raises(ValueError, match="columns"):
+        summarize(frame, "method")
+
+
+def test_differ_and_best_temperature():
+    assert differ(80, 1, 77, 1) == 1 and differ(77, 1, 80, 1) == -1 and differ(80, 2, 77, 1) == 0
+    summary = pd.DataFrame({"temperature": [1.0, 2.0, 4.0], "mean": [70.0, 80.0, 79.0], "std": [1.0, 0.5, 0.6]})
+    assert best_temperature(summary) == (2.0, [2.0, 4.0])
+
+
+def _methods_results(dtkd_shift):
+    rows = []
+    for seed, noise in enumerate((-0.5, 0.5)):
+        for t, kd in ((1.0, 80.0), (4.0, 85.0)):
+            rows.append(("kd", t, seed, 1, kd + noise))
+            rows.append(("dtkd", t, seed, 1, kd + dtkd_shift + noise))
+    return _frame(rows, ["method", "temperature"])
+
+
+def test_conclude_methods_agrees_unless_a_method_is_clearly_better_everywhere():
+    assert conclude_methods(_methods_results(-0.5)).agrees is True
+    verdict = conclude_methods(_methods_results(+5.0))
+    assert verdict.agrees is False and "dtkd" in verdict.text
+    assert "AGREES" in str(conclude_methods(_methods_results(0.0)))
+
+
+def _optimizer_results(sgd_spread, adamw_spread):
+    rows = []
+    for seed, noise in enumerate((-0.2, 0.2)):
+        for t, shape in ((1.0, 0.0), (8.0, 1.0)):
+            for epoch in (1, 3):
+                rows.append(("sgd", 64, t, seed, epoch, 80 - sgd_spread * shape + noise + epoch))
+                rows.append(("adamw", 64, t, seed, epoch, 80 - adamw_spread * shape + noise + epoch))
+    return pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
+
+
+def test_conclude_optimizers():
+    assert conclude_optimizers(_optimizer_results(sgd_spread=6, adamw_spread=1)).agrees is True
+    assert conclude_optimizers(_optimizer_results(sgd_spread=1, adamw_spread=6)).agrees is False
+    assert conclude_optimizers(_optimizer_results(sgd_spread=1.2, adamw_spread=1.0)).agrees is None
+
+
+def test_conclude_training_length_compares_best_temperatures_early_and_late():
+    rows = []
+    for seed in (0, 1):
+        for t in (1.0, 8.0):
+            rows.append(("sgd", 64, t, seed, 1, 70.0 if t == 1.0 else 60.0))  # small T best early
+            rows.append(("sgd", 64, t, seed, 5, 80.0 if t == 1.0 else 85.0))  # large T best late
+    frame = pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
+    verdict = conclude_training_length(frame, early_epoch=1)
+    assert verdict.agrees is True and "best T 1 at epoch 1" in verdict.text
+    flipped = frame.assign(epoch=frame["epoch"].map({1: 5, 5: 1}))
+    assert conclude_training_length(flipped, early_epoch=1).agrees is False
+
+
+def test_conclude_entropy_and_relational():
+    rows = []
+    for seed, noise in enumerate((-0.3, 0.3)):
+        rows += [("teacher", 2.0, seed, 1, 85 + noise), ("label_smoothing", 2.0, seed, 1, 80 + noise),
+                 ("teacher", 8.0, seed, 1, 82 + noise), ("label_smoothing", 8.0, seed, 1, 82.1 + noise)]
+    verdict = conclude_entropy(_frame(rows, ["target", "temperature"]))
+    assert verdict.agrees is True and "clearly better at T = {2}" in verdict.text
+
+    rows = []
+    for seed, noise in enumerate((-0.3, 0.3)):
+        rows += [("none", 4.0, seed, 1, 85 + noise), ("shuffle", 4.0, seed, 1, 80 + noise),
+                 ("flatten", 4.0, seed, 1, 84.9 + noise)]
+    verdict = conclude_relational(_frame(rows, ["ablation", "temperature"]))
+    assert verdict.agrees is None and "shuffle: worse than the full teacher at T = {4}" in verdict.text
+    better_without = _frame([("none", 4.0, s, 1, 80.0 + s) for s in (0, 1)] +
+                            [("shuffle", 4.0, s, 1, 80.2 + s) for s in (0, 1)], ["ablation", "temperature"])
+    assert conclude_relational(better_without).agrees is False
+
+
+def test_conclude_best_temperature_shift():
+    rows = []
+    for seed, noise in enumerate((-0.2, 0.2)):
+        rows += [("scratch", 1.0, seed, 1, 90 + noise), ("scratch", 8.0, seed, 1, 85 + noise),
+                 ("finetuned", 1.0, seed, 1, 84 + noise), ("finetuned", 8.0, seed, 1, 88 + noise)]
+    frame = _frame(rows, ["teacher", "temperature"])
+    assert conclude_best_temperature_shift(frame, "teacher", "origin shifts T").agrees is True
+    same = frame.assign(teacher="scratch").replace({"scratch": "a"})
+    same = pd.concat([same[same["temperature"] == 1.0].assign(teacher="b"), frame.assign(teacher="a")])
+    assert conclude_best_temperature_shift(same, "teacher", "x").agrees is False

@@ -1,0 +1,341 @@
+"""Tests of kdlab.sweep: the batched optimizer, the stacked loss terms, grids, equivalence with distill,
+interrupted sweeps, the figure and the CLI."""
+import importlib
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import kdlab
+from kdlab.data import load_dataset
+from kdlab.methods import get_method
+from kdlab.models import create_model
+from kdlab.train import distill
+
+matplotlib.use("Agg")
+sweep_module = importlib.import_module("kdlab.sweep")  # kdlab.sweep is the function
+StackedOptimizer = sweep_module.StackedOptimizer
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fixtures: a tiny transfer set and an untrained (but fixed) teacher; equivalence does not need a good one.
+
+@pytest.fixture(scope="module")
+def transfer():
+    return load_dataset("mnist10k").transfer_set(192)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(123)
+    return create_model("mlp16").eval()
+
+
+def _max_weight_difference(a, b):
+    return max((a.state_dict()[k] - v).abs().max().item() for k, v in b.state_dict().items())
+
+
+def _relative_weight_difference(a, b):
+    return max(((a.state_dict()[k] - v).norm() / v.norm()).item() for k, v in b.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# StackedOptimizer == torch.optim, slice by slice
+
+@pytest.mark.parametrize("kinds", [["sgd"] * 3, ["adamw"] * 3, ["adamw", "adamw", "sgd", "sgd"]])
+def test_stacked_optimizer_matches_torch_optim(kinds):
+    generator = torch.Generator().manual_seed(0)
+    count = len(kinds)
+    lrs = [0.1, 0.01, 0.05, 0.2][:count]
+    momenta = [0.9, 0.0, 0.5, 0.9][:count]
+    decays = [0.0, 5e-4, 1e-2, 0.0][:count]
+    shapes = [(count, 5, 3), (count, 7)]
+    stacked = [torch.randn(*shape, generator=generator) for shape in shapes]
+    singles = [[tensor[n].clone().requires_grad_() for tensor in stacked] for n in range(count)]
+    references = []
+    for n, kind in enumerate(kinds):
+        if kind == "sgd":
+            references.append(torch.optim.SGD(singles[n], lr=lrs[n], momentum=momenta[n], weight_decay=decays[n]))
+        else:
+            references.append(torch.optim.AdamW(singles[n], lr=lrs[n], weight_decay=decays[n]))
+    params = [tensor.clone().requires_grad_() for tensor in stacked]
+    optimizer = StackedOptimizer(params, kinds, lrs, momenta, decays)
+    for step in range(6):
+        if step == 3:  # a schedule changes the learning rates between steps
+            lrs = [lr * 0.3 for lr in lrs]
+            optimizer.set_lr(lrs)
+            for reference, lr in zip(references, lrs):
+                reference.param_groups[0]["lr"] = lr
+        grads = [torch.randn(*shape, generator=generator) for shape in shapes]
+        for param, grad in zip(params, grads):
+            param.grad = grad.clone()
+        optimizer.step()
+        for n, reference in enumerate(references):
+            for single, grad in zip(singles[n], grads):
+                single.grad = grad[n].clone()
+            reference.step()
+    for n in range(count):
+        for param, single in zip(params, singles[n]):
+            torch.testing.assert_close(param[n].detach(), single.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_stacked_optimizer_rejects_bad_input():
+    params = [torch.zeros(2, 3, requires_grad=True)]
+    with pytest.raises(ValueError, match="kinds"):
+        StackedOptimizer(params, ["sgd", "adam"], 0.1, 0.9, 0.0)
+    with pytest.raises(ValueError, match="contiguous"):
+        StackedOptimizer([torch.zeros(3, 2)], ["sgd", "adamw", "sgd"], 0.1, 0.9, 0.0)
+    with pytest.raises(ValueError, match="lr"):
+        StackedOptimizer(params, ["sgd", "sgd"], [0.1, -1.0], 0.9, 0.0)
+    with pytest.raises(TypeError, match="params"):
+        StackedOptimizer([], [], 0.1, 0.9, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stacked recipes equal each student's own Method call
+
+@pytest.mark.parametrize("name, overrides", [
+    ("ce", [{}, {"ce_weight": 0.5}]),
+    ("label_smoothing", [{"smoothing": 0.1}, {"smoothing": 0.3}]),
+    ("kd", [{"temperature": 1.0}, {"temperature": 4.0, "kd_weight": 2.0}, {"temperature": 16.0, "warmup": 4}]),
+    ("ttm", [{"temperature": 2.0}, {"temperature": 10.0, "beta": 5.0}]),
+    ("wttm", [{"temperature": 2.0}, {"temperature": 10.0}]),
+    ("lskd", [{"temperature": 1.5}, {"temperature": 3.0}]),
+    ("dkd", [{"temperature": 2.0, "warmup": 3}, {"temperature": 4.0, "alpha": 2.0, "beta": 4.0}]),
+])
+def test_stacked_terms_equal_method_terms(name, overrides):
+    generator = torch.Generator().manual_seed(1)
+    count, batch, classes = len(overrides), 6, 5
+    student_logits = 3 * torch.randn(count, batch, classes, generator=generator)
+    teacher_logits = 3 * torch.randn(count, batch, classes, generator=generator)
+    targets = torch.randint(0, classes, (count, batch), generator=generator)
+    methods = [get_method(name, **o) for o in overrides]
+    stacked = sweep_module._stacked_terms(methods, student_logits, teacher_logits, targets, epoch=2)
+    for n, method in enumerate(methods):
+        expected = method(student_logits[n], teacher_logits[n], targets[n], 2)
+        assert list(stacked) == list(expected)
+        for term, value in expected.items():
+            torch.testing.assert_close(stacked[term][n], value, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Grids
+
+def test_expand_grid_product_and_methods_without_temperature():
+    configs = kdlab.expand_grid({"method": ["kd", "ce"], "temperature": [1, 4], "seed": [0, 1]}, lr=0.1)
+    assert len(configs) == 2 * 2 + 2  # kd: 2 temperatures x 2 seeds; ce: once per seed
+    assert all(c["lr"] == 0.1 for c in configs)
+    assert [c for c in configs if c["method"] == "ce"] == [{"method": "ce", "lr": 0.1, "seed": 0},
+                                                           {"method": "ce", "lr": 0.1, "seed": 1}]
+    assert kdlab.expand_grid() == [{"method": "kd"}]
+
+
+@pytest.mark.parametrize("grid, error, match", [
+    ([1, 2], TypeError, "grid must be a dict"),
+    ({"temperature": 4}, TypeError, "grid\\['temperature'\\] must be a list"),
+    ({"temperature": []}, ValueError, "at least one value"),
+    ({"seed": [0]}, ValueError, "both in grid and as a keyword"),
+])
+def test_expand_grid_rejects_bad_grids(grid, error, match):
+    with pytest.raises(error, match=match):
+        kdlab.expand_grid(grid, seed=0)
+
+
+def test_sweep_rejects_bad_arguments(transfer, teacher):
+    with pytest.raises(ValueError, match="unknown keyword"):
+        kdlab.sweep(teacher, transfer, grid={"tau": [1.0]}, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="teacher must be given"):
+        kdlab.sweep(None, transfer, grid={"temperature": [1.0]}, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="progress"):
+        kdlab.sweep(teacher, transfer, epochs=1, progress="no")
+    with pytest.raises(ValueError, match="seed"):
+        kdlab.sweep(teacher, transfer, grid={"seed": [-1]}, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="optimizer"):
+        kdlab.sweep(teacher, transfer, grid={"optimizer": ["adam"]}, epochs=1, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Equivalence with kdlab.distill
+
+@pytest.mark.slow
+def test_sweep_students_equal_distill(transfer, teacher):
+    """2 methods x 2 optimizers x 2 temperatures x 2 seeds in one batched group, each against distill."""
+    grid = {"method": ["kd", "ttm"], "optimizer": ["sgd", "adamw"], "temperature": [2.0, 8.0], "seed": [0, 1]}
+    frame, students = kdlab.sweep(teacher, transfer, student="mlp64", grid=grid, epochs=2, lr=0.02,
+                                  schedule="cosine", weight_decay=1e-3, progress=False, return_students=True)
+    assert len(frame) == 16 * 2 and frame["config"].nunique() == 16
+    for config, rows in frame.groupby("config"):
+        first = rows.iloc[0]
+        student, history = distill(teacher, transfer, student="mlp64", method=first["method"],
+                                   temperature=first["temperature"], epochs=2, seed=int(first["seed"]),
+                                   optimizer=first["optimizer"], lr=0.02, schedule="cosine", weight_decay=1e-3,
+                                   progress=False)
+        if first["optimizer"] == "sgd":
+            assert _max_weight_difference(students[config], student) < 1e-5
+        else:
+            # Adam divides by sqrt(v) + 1e-8: where a gradient entry is ~0 up to rounding, float noise of
+            # 1e-9 (another summation order in the batched matmul) becomes a step of up to lr in that one
+            # entry. The weights agree to 1e-4 in norm and the students compute the same function.
+            assert _relative_weight_difference(students[config], student) < 1e-4
+        with torch.no_grad():
+            images = transfer.test_images[:256]
+            torch.testing.assert_close(students[config](images), student(images), rtol=0, atol=1e-3)
+        columns = ["ce", first["method"], "loss", "train_acc"]
+        np.testing.assert_allclose(rows[columns].to_numpy(float), history[columns].to_numpy(float),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(rows["test_acc"], history["test_acc"], atol=0.1)  # one image in 2000 = 0.05
+        np.testing.assert_allclose(rows["epoch_lr"], history["lr"], rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_sweep_learnable_and_dynamic_temperatures_equal_distill(transfer, teacher):
+    """CTKD (a learnable temperature in its own optimizer) and DTKD (per-sample temperatures) call their
+    Method per student inside the batched group; ce has no temperature and runs once."""
+    grid = {"method": ["ctkd", "dtkd", "ce"], "temperature": [3.0, 6.0]}
+    frame, students = kdlab.sweep(teacher, transfer, grid=grid, epochs=2, lr=0.02, progress=False,
+                                  return_students=True)
+    assert sorted(frame.groupby("config")["method"].first()) == ["ce", "ctkd", "ctkd", "dtkd", "dtkd"]
+    assert frame.loc[frame["method"] == "ce", "temperature"].isna().all()
+    assert frame.loc[frame["method"] == "ce", "kd"].isna().all()
+    for config, rows in frame.groupby("config"):
+        first = rows.iloc[0]
+        temperature = None if math.isnan(first["temperature"]) else first["temperature"]
+        student, history = distill(teacher, transfer, method=first["method"], temperature=temperature,
+                                   epochs=2, lr=0.02, progress=False)
+        assert _max_weight_difference(students[config], student) < 1e-5
+        np.testing.assert_allclose(rows["loss"], history["loss"], rtol=1e-5)
+        if first["method"] in ("ctkd", "dtkd"):
+            np.testing.assert_allclose(rows["temperature_mean"], history["temperature_mean"], rtol=1e-5)
+            np.testing.assert_allclose(rows["temperature_max"], history["temperature_max"], rtol=1e-5)
+
+
+def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher):
+    calls = []
+    original = sweep_module._train_group
+
+    def counting(group, *args):
+        calls.append(len(group))
+        return original(group, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_module, "_train_group", counting)
+        frame = kdlab.sweep(teacher, transfer, grid={"batch_size": [32, 64], "temperature": [1.0, 4.0]},
+                            epochs=1, progress=False)
+        assert sorted(calls) == [2, 2]  # two groups, one per batch size
+        torch.manual_seed(5)
+        with_dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 16), torch.nn.Dropout(0.2),
+                                           torch.nn.ReLU(), torch.nn.Linear(16, 10))
+        torch.manual_seed(6)  # dropout draws from the global RNG, in distill too
+        dropped, students = kdlab.sweep(teacher, transfer, student=with_dropout, grid={"temperature": [2.0]},
+                                        epochs=1, progress=False, return_students=True)
+        assert sorted(calls) == [2, 2]  # not batched: trained by distill
+    assert set(frame["batch_size"]) == {32, 64}
+    torch.manual_seed(6)
+    reference, history = distill(teacher, transfer, student=with_dropout, temperature=2.0, epochs=1,
+                                 progress=False)
+    assert _max_weight_difference(students[0], reference) == 0.0
+    assert dropped["loss"].tolist() == pytest.approx(history["loss"].tolist(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output folder: atomic group files, rerun skips finished groups
+
+def test_interrupted_sweep_resumes_without_retraining(transfer, teacher, tmp_path):
+    grid = {"batch_size": [48, 64], "temperature": [1.0, 4.0]}  # two groups
+    calls = []
+    original = sweep_module._train_group
+
+    def interrupt_second(group, *args):
+        calls.append(tuple(c["settings"]["batch_size"] for c in group))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(group, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_module, "_train_group", interrupt_second)
+        with pytest.raises(KeyboardInterrupt):
+            kdlab.sweep(teacher, transfer, grid=grid, epochs=1, out=tmp_path, progress=False)
+    assert len(list((tmp_path / "groups").glob("*.csv"))) == 1
+    assert not (tmp_path / "sweep.csv").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+    first_batch = calls[0][0]
+
+    calls.clear()
+
+    def counting(group, *args):
+        calls.append(tuple(c["settings"]["batch_size"] for c in group))
+        return original(group, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_module, "_train_group", counting)
+        resumed = kdlab.sweep(teacher, transfer, grid=grid, epochs=1, out=tmp_path, progress=False)
+        assert len(calls) == 1 and calls[0][0] != first_batch  # only the unfinished group trained
+        calls.clear()
+        again = kdlab.sweep(teacher, transfer, grid=grid, epochs=1, out=tmp_path, progress=False)
+        assert calls == []  # everything finished: nothing trained
+    pd.testing.assert_frame_equal(resumed, again)
+    fresh = kdlab.sweep(teacher, transfer, grid=grid, epochs=1, progress=False)
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), fresh.drop(columns="seconds"),
+                                  check_exact=False, rtol=1e-6)
+    on_disk = pd.read_csv(tmp_path / "sweep.csv")
+    pd.testing.assert_frame_equal(on_disk, again)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figure and CLI
+
+def _fake_sweep_table():
+    rows = []
+    for method in ("kd", "ttm"):
+        for temperature in (1.0, 2.0, 4.0, 8.0):
+            for seed in (0, 1, 2):
+                rows.append({"config": len(rows), "method": method, "temperature": temperature, "seed": seed,
+                             "epochs": 2, "epoch": 2, "test_acc": 80 + temperature + seed})
+                rows.append({**rows[-1], "epoch": 1, "test_acc": 10.0})
+    for seed in (0, 1):
+        rows.append({"config": len(rows), "method": "ce", "temperature": math.nan, "seed": seed, "epochs": 2,
+                     "epoch": 2, "test_acc": 85.0 + seed})
+    return pd.DataFrame(rows)
+
+
+def test_plot_sweep_draws_mean_and_sd_over_seeds_on_log_axis():
+    import matplotlib.pyplot as plt
+
+    figure = kdlab.plots.plot_sweep(_fake_sweep_table())
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log"
+    legend = {line.get_label(): line.get_color() for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(legend) == {"kd", "ttm", "ce (no temperature)"}
+    means = {line.get_color(): line for line in ax.get_lines() if line.get_label().startswith("_child")}
+    for method in ("kd", "ttm"):  # the mean over seeds of the last epoch, at every temperature
+        np.testing.assert_allclose(means[legend[method]].get_xdata(), [1, 2, 4, 8])
+        np.testing.assert_allclose(means[legend[method]].get_ydata(), [82, 83, 85, 89])
+    bars = np.concatenate([np.asarray(segment) for collection in ax.collections
+                           for segment in collection.get_segments()])
+    # error bars of +-1 standard deviation over the seeds (80 + T + {0, 1, 2}: sd 1)
+    assert {tuple(row) for row in bars.round(6)} >= {(1.0, 81.0), (1.0, 83.0), (8.0, 88.0), (8.0, 90.0)}
+    ce_line = [line for line in ax.get_lines() if line.get_label() == "ce (no temperature)"][0]
+    np.testing.assert_allclose(ce_line.get_ydata(), [85.5, 85.5])
+    plt.close(figure)
+    with pytest.raises(ValueError, match="'accuracy' column"):
+        kdlab.plots.plot_sweep(_fake_sweep_table(), y="accuracy")
+    with pytest.raises(TypeError, match="DataFrame"):
+        kdlab.plots.plot_sweep([1, 2])
+
+
+@pytest.mark.slow
+def test_cli_sweep_writes_csv_and_png(tmp_path, monkeypatch):
+    from kdlab.cli import main
+
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sweep1"
+    code = main(["sweep", "--method", "kd", "ttm", "--temperature", "1", "4", "--seed", "0", "1",
+                 "--teacher", "mlp16", "--transfer-size", "128", "--epochs", "1", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out / "sweep.csv")
+    assert table["config"].nunique() == 8 and set(table["method"]) == {"kd", "ttm"}
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
