@@ -29,8 +29,23 @@ from kdlab.methods import Method, get_method, list_methods
 from kdlab.data import Dataset, augment_batch, load_dataset
 from kdlab.models import create_model, list_models
 
+# training: teachers (cached), distillation with any method, checkpoints, torchrun
+from kdlab.train import RECIPES, cache_dir, distill, evaluate, predict, train_teacher
+
 # sweeps: a grid of students (temperatures x seeds x methods x optimizers) trained as one batched model
 from kdlab.sweep import expand_grid, sweep
+
+# studies: Frank & Davis (2026)'s temperature studies as data + runners, teacher ablations, verdicts (notebook 05)
+from kdlab.studies import (
+    STUDY_NAMES,
+    AblatedTeacher,
+    coarsen,
+    run_study,
+    study_results,
+    study_settings,
+    summarize,
+    summary_table,
+)
 
 # notebooks: figures (kdlab.plots.<figure>(...)) and slider explorers (kdlab.widgets.<builder>(...))
 from kdlab import plots, widgets

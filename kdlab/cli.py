@@ -4,6 +4,7 @@
     kdlab distill --method wttm --temperature 10 --transfer-size 1000
     kdlab methods
     kdlab models
+    kdlab study methods --dataset cifar100 --teacher resnet32x4 --student resnet8x4 --out runs
 
 Training commands write into ``--out`` (default ``kdlab-runs/<command>-<time>``): ``history.csv`` (one row
 per epoch), ``config.json`` (every option), ``result.json`` (final accuracies, time) and ``model.pt`` (the
@@ -49,6 +50,7 @@ def build_parser():
     _add_teacher_command(subparsers)
     _add_distill_command(subparsers)
     _add_sweep_command(subparsers)
+    _add_study_command(subparsers)
     _add_methods_command(subparsers)
     _add_models_command(subparsers)
     return parser
@@ -110,6 +112,8 @@ def _add_distill_command(subparsers):
                          help="teacher architecture, trained with its recipe and --teacher-seed, cached "
                               "(default: cnn); one of: %(choices)s")
     command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
+    command.add_argument("--teacher-epochs", type=int, default=None,
+                         help="epochs of the teacher (default: the recipe's, see 'kdlab teacher --help')")
     command.add_argument("--student", default="mlp64", choices=list_models(), metavar="NAME",
                          help="student architecture (default: mlp64); one of: %(choices)s")
     command.add_argument("--transfer-size", type=int, default=None,
@@ -125,8 +129,8 @@ def _run_distill(args):
     dataset = _load_dataset(args)
     overrides = _parse_overrides(args.overrides)
     kwargs = _training_kwargs(args)
-    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, device=kwargs["device"],
-                               progress=kwargs["progress"])
+    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
+                               recipe=args.recipe, device=kwargs["device"], progress=kwargs["progress"])
     transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
     student, history = distill(teacher, transfer, student=args.student, method=args.method,
                                temperature=args.temperature, **kwargs, **overrides)
@@ -196,6 +200,10 @@ def _add_sweep_command(subparsers):
                          help="teacher architecture, trained with its recipe and --teacher-seed, cached "
                               "(default: cnn)")
     command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
+    command.add_argument("--teacher-epochs", type=int, default=None,
+                         help="epochs of the teacher (default: the recipe's, see 'kdlab teacher --help')")
+    command.add_argument("--teacher-epochs", type=int, default=None,
+                         help="epochs of the teacher (default: its recipe's)")
     command.add_argument("--student", default="mlp64", choices=list_models(), metavar="NAME",
                          help="student architecture (default: mlp64)")
     command.add_argument("--transfer-size", type=int, default=1000,
@@ -235,8 +243,8 @@ def _run_sweep(args):
     common = {key: value for key, value in (("epochs", args.epochs), ("momentum", args.momentum),
                                             ("schedule", args.schedule)) if value is not None}
     common.update(_parse_overrides(args.overrides))
-    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, device=device,
-                               progress=not args.no_progress)
+    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
+                               device=device, progress=not args.no_progress)
     transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
     folder = _output_folder(args)
     frame = sweep(teacher, transfer, student=args.student, grid=grid, out=folder, recipe=args.recipe,
@@ -258,6 +266,83 @@ def _run_sweep(args):
         top = rows.loc[rows["test_acc"].idxmax()]
         print(f"  {method:16s} best temperature {top['temperature']:g}: mean test accuracy {top['test_acc']:.2f} %")
     print(f"kdlab sweep: {runs} runs; results in {folder} (sweep.csv, sweep.png)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab study (owner: revisit)
+# ----------------------------------------------------------------------------------------------------
+
+def _add_study_command(subparsers):
+    from kdlab.models import list_models
+    from kdlab.studies import STUDY_NAMES
+
+    command = subparsers.add_parser(
+        "study", help="run one of Frank & Davis's temperature studies (notebook 05) and write <study>.csv",
+        description="Run a study of Frank & Davis (2026), 'A Unified Revisit of Temperature in KD', through "
+                    "kdlab.sweep and write OUT/<study>.csv (one row per configuration, seed and epoch). "
+                    "Notebook 05 loads these files instead of its own small runs when they are in "
+                    "$KDLAB_STUDY_DIR (or ./runs). Grids: kdlab.studies.STUDY_SETTINGS (mnist10k for a "
+                    "laptop, cifar100 for a GPU); the options below override them. Rerunning with the same "
+                    "--out skips finished runs.")
+    command.add_argument("study", choices=[*STUDY_NAMES, "all"], metavar="STUDY",
+                         help="which study: %(choices)s")
+    _add_dataset_options(command)
+    command.add_argument("--teacher", default=None, choices=list_models(), metavar="NAME",
+                         help="teacher architecture, trained with its recipe (cached); also the architecture of "
+                              "the teachers that 'origin' and 'granularity' train (default: cnn, or resnet32x4 "
+                              "for CIFAR)")
+    command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
+    command.add_argument("--teacher-epochs", type=int, default=None,
+                         help="epochs of the teacher (default: the recipe's, see 'kdlab teacher --help')")
+    command.add_argument("--student", default=None, choices=list_models(), metavar="NAME",
+                         help="student architecture (default: mlp64, or resnet8x4 for CIFAR)")
+    command.add_argument("--temperatures", nargs="+", type=float, default=None, metavar="T",
+                         help="temperatures (default: the study grid's)")
+    command.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
+                         help="student seeds (default: 0 1 2)")
+    command.add_argument("--epochs", type=int, default=None, help="student epochs (default: the study grid's)")
+    command.add_argument("--training-epochs", type=int, default=None,
+                         help="epochs of the long runs of the 'training' study (default: the grid's)")
+    command.add_argument("--early-epoch", type=int, default=None,
+                         help="the earlier epoch at which the 'training' study also evaluates (default: the grid's)")
+    command.add_argument("--teacher-epochs", type=int, default=None,
+                         help="epochs of the teachers trained by 'origin' and 'granularity' (default: the grid's)")
+    command.add_argument("--transfer-size", type=int, default=None,
+                         help="students learn from this many training images (default: the grid's; all for CIFAR)")
+    command.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    command.add_argument("--out", default="runs", metavar="DIR",
+                         help="output folder for <study>.csv and the finished sweep groups (default: runs)")
+    command.set_defaults(run=_run_study)
+
+
+def _run_study(args):
+    from kdlab.studies import STUDY_NAMES, run_study
+    from kdlab.train import _resolve_device, train_teacher
+
+    dataset = _load_dataset(args)
+    device = _resolve_device(args.device)
+    cifar = args.dataset.startswith("cifar")
+    teacher_name = args.teacher or ("resnet32x4" if cifar else "cnn")
+    overrides = {"teacher_model": teacher_name}
+    for key in ("student", "temperatures", "seeds", "epochs", "training_epochs", "early_epoch", "teacher_epochs",
+                "transfer_size"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    teacher, _ = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed, device=device,
+                               progress=not args.no_progress)
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (STUDY_NAMES if args.study == "all" else [args.study]):
+        frame = run_study(name, teacher, dataset, out=folder / "sweeps", progress=not args.no_progress,
+                          device=device, **overrides)
+        frame.insert(1, "dataset", args.dataset)
+        _atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
+        final = frame[frame["epoch"] == frame["epochs"]]
+        print(f"kdlab study {name}: {final['config'].nunique()} runs x {frame['epoch'].max()} epochs; "
+              f"final test accuracy {final['test_acc'].min():.2f}..{final['test_acc'].max():.2f} %; "
+              f"results in {folder / (name + '.csv')}")
     return 0
 
 
@@ -317,26 +402,26 @@ def _add_training_options(command, role):
     """Options shared by every training command; None means "from the recipe" (see kdlab.train.RECIPES)."""
     from kdlab.train import RECIPES
 
-    student = RECIPES["mnist10k"][role]
+    defaults = RECIPES["mnist10k"][role]
     group = command.add_argument_group("training (defaults come from the recipe)")
     group.add_argument("--recipe", default=None, choices=sorted(RECIPES), metavar="NAME",
                        help="training recipe: mnist10k (class-scale) or cifar (the papers': SGD 0.05, batch 64, "
                             "240 epochs, x0.1 at 150/180/210); default: cifar for CIFAR datasets, else mnist10k")
     group.add_argument("--epochs", type=int, default=None,
-                       help=f"epochs (mnist10k recipe: {student['epochs']})")
+                       help=f"epochs (mnist10k recipe: {defaults['epochs']})")
     group.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default: 0)")
     group.add_argument("--optimizer", default=None, choices=["sgd", "adamw"],
                        help="optimizer (recipes: sgd with momentum)")
-    group.add_argument("--lr", type=float, default=None, help=f"learning rate (mnist10k recipe: {student['lr']})")
+    group.add_argument("--lr", type=float, default=None, help=f"learning rate (mnist10k recipe: {defaults['lr']})")
     group.add_argument("--batch-size", type=int, default=None,
-                       help=f"batch size (mnist10k recipe: {student['batch_size']})")
+                       help=f"batch size (mnist10k recipe: {defaults['batch_size']})")
     group.add_argument("--weight-decay", type=float, default=None,
-                       help=f"weight decay (mnist10k recipe: {student['weight_decay']})")
+                       help=f"weight decay (mnist10k recipe: {defaults['weight_decay']})")
     group.add_argument("--momentum", type=float, default=None, help="SGD momentum (recipes: 0.9)")
     group.add_argument("--schedule", default=None, type=_schedule,
                        help="learning-rate schedule: constant, cosine, step (x0.1 at 5/8, 3/4, 7/8 of the "
                             "epochs) or milestone epochs like 150,180,210 "
-                            f"(mnist10k recipe: {student['schedule'] or 'constant'})")
+                            f"(mnist10k recipe: {defaults['schedule'] or 'constant'})")
     group.add_argument("--device", default="auto",
                        help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: auto)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model (useful on CUDA)")
@@ -383,7 +468,11 @@ def _output_folder(args):
 
 def _write_run(args, history, result, model=None):
     """Write history.csv, config.json, result.json (and model.pt) into the output folder; print a summary."""
+    from kdlab.train import _rank
+
     folder = _output_folder(args)
+    if _rank() != 0:  # under torchrun, rank 0 writes
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     config = {key: value for key, value in vars(args).items() if key != "run"}
     _atomic_write_text(folder / "history.csv", history.to_csv(index=False))

@@ -120,6 +120,9 @@ def dtkd_temperatures(student_logits, teacher_logits, temperature=4.0, detach=Fa
     return teacher_t.to(result_dtype), student_t.to(result_dtype)
 
 
+_DTKD_MIN_RATIO = 1e-3
+
+
 def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
     tau = _check_positive_number(temperature, "temperature")
     if not isinstance(detach, bool):
@@ -131,9 +134,6 @@ def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
     denominator = torch.where(valid, x + y, torch.ones_like(x))
     ratio = torch.where(valid, x / denominator, torch.full_like(x, 0.5)).clamp(_DTKD_MIN_RATIO, 1 - _DTKD_MIN_RATIO)
     return 2 * ratio * tau, 2 * (1 - ratio) * tau
-
-
-_DTKD_MIN_RATIO = 1e-3
 
 
 def dtkd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean", detach=False):
@@ -162,8 +162,9 @@ def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean")
     (std(x) + 1e-7) per sample, with torch's unbiased (K - 1) std as in the official ``logit_stand``. Equal to
     KD with per-sample, per-model temperatures tau * std; invariant to z -> a z + b and v -> a v + b (a > 0).
 
-    Official code (``sunshangquan/logit-standardization-KD``): ``temperature`` is the base temperature
-    (CIFAR: 2), the KD weight 9 and CE weight 0.1 are the ``"lskd"`` recipe in ``kdlab.methods``. Unlike the
+    Official code (``sunshangquan/logit-standardization-KD``, ``tools/train.py --logit-stand --base-temp 2
+    --kd-weight 9``): ``temperature`` is ``--base-temp`` (2); the KD weight 9 (``--kd-weight``) and the CE
+    weight 0.1 (KD config) are the ``"lskd"`` recipe in ``kdlab.methods``. Unlike the
     official code, a constant logit vector gives finite gradients (its variance is clamped at the smallest
     normal float before the square root; values are unchanged otherwise).
     """
@@ -236,7 +237,8 @@ class LearnableTemperature(nn.Module):
 
     Official code (``zhengli97/CTKD``): ``t_min`` = ``--t_start`` (1), ``t_span`` = ``--t_end`` (20),
     theta = ``Global_T.global_T`` initialised to 1 (``init``, tau_0 = 15.62), ``decay_epochs`` =
-    ``--cosine_decay`` loops (10), ``CosineDecay(max_value=0, min_value=-1)``. ``forward(epoch)`` returns a
+    ``--decay_loops`` (10), ``lambda_max`` = ``--decay_max`` (0), ``lambda_min`` = ``--decay_min`` (-1), i.e.
+    ``CosineDecay(max_value=0, min_value=-1, num_loops=10)``. ``forward(epoch)`` returns a
     0-d tensor usable as ``kd_loss(..., temperature=tau)``; add ``parameters()`` to the optimizer.
     """
 
@@ -308,7 +310,11 @@ def _check_pair(student_logits, teacher_logits):
     if num_classes < 2:
         raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
     result_dtype = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
-    return student_logits.double(), teacher_logits.detach().double(), result_dtype
+    wide = torch.float32 if student_logits.device.type == "mps" else torch.float64  # MPS has no float64
+    teacher_logits = teacher_logits.detach().to(wide)
+    if teacher_logits.is_inference():  # made under torch.inference_mode: autograd may not save it, a copy it may
+        teacher_logits = teacher_logits.clone()
+    return student_logits.to(wide), teacher_logits, result_dtype
 
 
 def _check_loss_temperature(temperature, logits, name="temperature"):

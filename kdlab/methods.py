@@ -59,7 +59,8 @@ class Method(nn.Module):
             then pass ``teacher_logits=None``).
         last_temperatures: detached temperatures of the last call (DTKD: per-sample student temperatures of
             shape (B,); CTKD: the learnable tau, 0-d), None for fixed-temperature recipes.
-    Only CTKD has parameters (its temperature's theta); add ``method.parameters()`` to the optimizer.
+    Only CTKD has parameters (its temperature's theta); add ``method.parameters()`` to the optimizer and move
+    the method to the training device with ``method.to(device)``.
     """
 
     def __init__(self, name, hparams, terms, term_names, needs_teacher, uses_temperature):
@@ -117,7 +118,10 @@ def _label_smoothing_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _kd_terms(m, student_logits, teacher_logits, targets, epoch):
-    """Hinton (2015), eq. 1: (1 - lambda) H(y, q) + lambda T^2 D(p^t_T || q_T); lambda = 0.9, T = 4."""
+    """Hinton (2015), eq. 1: (1 - lambda) H(y, q) + lambda T^2 D(p^t_T || q_T); lambda = 0.9, T = 4.
+
+    RepDistiller flags: ce_weight = ``-r`` (0.1), kd_weight = ``-a`` (0.9), temperature = ``--kd_T`` (4).
+    """
     hp = m.hparams
     kd = kd_loss(student_logits, teacher_logits, hp["temperature"])
     return {
@@ -127,7 +131,11 @@ def _kd_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _ttm_terms(m, student_logits, teacher_logits, targets, epoch):
-    """TTM (Zheng & Yang 2024), eq. 2: H(y, q) + beta D(p^t_T || q); official flags -r 1 -b beta --ttm_l 1/T."""
+    """TTM (Zheng & Yang 2024), eq. 2: H(y, q) + beta D(p^t_T || q).
+
+    Official flags: ce_weight = ``-r`` (1), beta = ``-b`` (100), temperature = 1 / ``--ttm_l`` (0.1 -> 10);
+    resnet32x4 -> resnet8x4 values of the paper's Table 8.
+    """
     hp = m.hparams
     ttm = ttm_loss(student_logits, teacher_logits, hp["temperature"])
     return {
@@ -137,7 +145,11 @@ def _ttm_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _wttm_terms(m, student_logits, teacher_logits, targets, epoch):
-    """WTTM (Zheng & Yang 2024), eq. 23: H(y, q) + beta U_{1/T}(p^t) D(p^t_T || q)."""
+    """WTTM (Zheng & Yang 2024), eq. 23: H(y, q) + beta U_{1/T}(p^t) D(p^t_T || q).
+
+    Official flags: ce_weight = ``-r`` (1), beta = ``-b`` (3), temperature = 1 / ``--ttm_l`` (0.1 -> 10);
+    resnet32x4 -> resnet8x4 values of the paper's Table 8.
+    """
     hp = m.hparams
     wttm = wttm_loss(student_logits, teacher_logits, hp["temperature"])
     return {
@@ -147,7 +159,12 @@ def _wttm_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _dtkd_terms(m, student_logits, teacher_logits, targets, epoch):
-    """DTKD (Wei & Bai 2024), official code: CE + min(epoch / 20, 1) (alpha L_DTKD + beta tau^2 KD(tau))."""
+    """DTKD (Wei & Bai 2024), official code: CE + min(epoch / 20, 1) (alpha L_DTKD + beta tau^2 KD(tau)).
+
+    Official config: alpha = ``DTKD.ALPHA`` (3), beta = ``DTKD.BETA`` (1), ce_weight = ``DTKD.CE_WEIGHT`` (1),
+    temperature = ``DTKD.T`` (4), warmup = ``DTKD.WARMUP`` (20). ``detach=False`` lets gradients flow through
+    the student's temperature, as the official code does.
+    """
     hp = m.hparams
     _, student_t = dtkd_temperatures(student_logits, teacher_logits, hp["temperature"], detach=True)
     m.last_temperatures = student_t.reshape(-1)
@@ -162,7 +179,11 @@ def _dtkd_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _lskd_terms(m, student_logits, teacher_logits, targets, epoch):
-    """Logit-standardised KD (Sun et al. 2024): 0.1 CE + 9 tau^2 KL(Z(v) / tau || Z(z) / tau), tau = 2."""
+    """Logit-standardised KD (Sun et al. 2024): 0.1 CE + 9 tau^2 KL(Z(v) / tau || Z(z) / tau), tau = 2.
+
+    Official flags: temperature = ``--base-temp`` (2), kd_weight = ``--kd-weight`` (9), ce_weight from the KD
+    config (0.1).
+    """
     hp = m.hparams
     lskd = lskd_loss(student_logits, teacher_logits, hp["temperature"])
     return {
@@ -172,7 +193,11 @@ def _lskd_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _dkd_terms(m, student_logits, teacher_logits, targets, epoch):
-    """DKD (Zhao et al. 2022), mdistiller: CE + min(epoch / 20, 1) (alpha TCKD + beta NCKD), T = 4."""
+    """DKD (Zhao et al. 2022), mdistiller: CE + min(epoch / 20, 1) (alpha TCKD + beta NCKD), T = 4.
+
+    mdistiller config: alpha = ``DKD.ALPHA`` (1), beta = ``DKD.BETA`` (8), ce_weight = ``DKD.CE_WEIGHT`` (1),
+    temperature = ``DKD.T`` (4), warmup = ``DKD.WARMUP`` (20).
+    """
     hp = m.hparams
     warm = m.warmup_factor(epoch)
     tckd = dkd_loss(student_logits, teacher_logits, targets, hp["alpha"], 0.0, hp["temperature"])
@@ -185,7 +210,11 @@ def _dkd_terms(m, student_logits, teacher_logits, targets, epoch):
 
 
 def _ctkd_terms(m, student_logits, teacher_logits, targets, epoch):
-    """CTKD (Li et al. 2023): 0.1 CE + 0.9 tau^2 KL with tau learnable behind a gradient-reversal layer."""
+    """CTKD (Li et al. 2023): 0.1 CE + 0.9 tau^2 KL with tau learnable behind a gradient-reversal layer.
+
+    Official flags: ``-r 0.1 -a 0.9``, t_min = ``--t_start`` (1), t_span = ``--t_end`` (20), decay_epochs =
+    ``--decay_loops`` (10); temperature is the initial tau (theta = 1 gives 15.62).
+    """
     hp = m.hparams
     temperature = m.temperature_module(epoch)
     m.last_temperatures = temperature.detach()

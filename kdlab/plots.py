@@ -27,6 +27,12 @@ __all__ = [
     "method_comparison",
     "entropy_distributions",
     "plot_sweep",
+    "training_curves",
+    "temperature_history",
+    "temperature_histogram",
+    "sharpness_gap_vs_delta",
+    "teacher_vs_label_smoothing",
+    "temperature_by_training_length",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -392,3 +398,223 @@ def plot_sweep(df, x="temperature", y="test_acc", hue="method", epoch="last", ax
     ax.set_ylabel({"test_acc": "test accuracy [%]", "train_acc": "train accuracy [%]"}.get(y, y))
     ax.legend(title=hue)
     return ax.figure
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training curves and DTKD's per-sample temperatures (notebooks 02 and 04).
+
+@_styled
+def training_curves(df, y="test_acc", hue="temperature", units="seed", ax=None, title=None, logy=False):
+    """One line per run over the epochs (e.g. test accuracy), coloured by ``hue``; runs that blew up show.
+
+    ``df`` is a tidy table with one row per (run, epoch), like ``kdlab.sweep``'s: the columns "epoch", ``y``,
+    ``hue`` and ``units`` (what tells the runs of one ``hue`` value apart, e.g. "seed"). Non-finite values
+    (a diverged loss) are left as gaps and counted in the legend.
+    """
+    for column in ("epoch", y, hue, units):
+        if column not in getattr(df, "columns", ()):
+            raise ValueError(f"df must be a DataFrame with a {column!r} column")
+    ax = _axes(ax)
+    for index, (level, runs) in enumerate(df.groupby(hue, sort=True)):
+        color = _color(level, index) if isinstance(level, str) else _PALETTE[index % len(_PALETTE)]
+        broken = 0
+        for _, run in runs.groupby(units, sort=True):
+            run = run.sort_values("epoch")
+            values = run[y].to_numpy(dtype=float)
+            broken += int(not np.all(np.isfinite(values)))
+            ax.plot(run["epoch"], values, color=color, alpha=0.8, marker="o", markersize=2.5)
+        label = f"{hue} = {level:g}" if isinstance(level, (int, float)) else f"{hue} = {level}"
+        ax.plot([], [], color=color, label=label + (f"  ({broken} run(s) non-finite)" if broken else ""))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel({"test_acc": "test accuracy [%]", "train_acc": "train accuracy [%]"}.get(y, y))
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax.figure
+
+
+@_styled
+def temperature_history(history, temperature=None, by="seed", warmup=None, ax=None, title=None):
+    """DTKD's per-sample temperatures during training: the mean per epoch as a line, min..max as a band.
+
+    ``history`` is a DataFrame with the columns "epoch", "temperature_mean", "temperature_min" and
+    "temperature_max" (``kdlab.distill``'s history for "dtkd"), one row per epoch, optionally stacked over
+    runs with a ``by`` column (e.g. "seed"), one line per run. ``temperature`` draws the reference tau;
+    ``warmup`` shades the first epochs, when the distillation terms are still being ramped up.
+    """
+    needed = ("epoch", "temperature_mean", "temperature_min", "temperature_max")
+    for column in needed:
+        if column not in getattr(history, "columns", ()):
+            raise ValueError(f"history must be a DataFrame with a {column!r} column")
+    ax = _axes(ax)
+    runs = history.groupby(by) if by in history.columns else [(None, history)]
+    for index, (key, run) in enumerate(runs):
+        run = run.sort_values("epoch")
+        color = _PALETTE[index % len(_PALETTE)]
+        label = "mean" if key is None else f"{by} {key}: mean"
+        ax.plot(run["epoch"], run["temperature_mean"], color=color, marker="o", markersize=3, label=label)
+        ax.fill_between(run["epoch"], run["temperature_min"], run["temperature_max"], color=color, alpha=0.15,
+                        linewidth=0)
+    if temperature is not None:
+        ax.axhline(temperature, color="black", linestyle=":", linewidth=1, label=f"tau = {temperature:g}")
+    if warmup:
+        ax.axvspan(history["epoch"].min() - 0.5, warmup + 0.5, color="#999999", alpha=0.12, linewidth=0,
+                   label=f"warm-up ({warmup} epochs)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("student temperature T_s\n(band: min..max over the batch)")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax.figure
+
+
+@_styled
+def temperature_histogram(teacher_temperatures, student_temperatures, temperature, ax=None, bins=40, title=None):
+    """Histograms of per-sample teacher and student temperatures (e.g. DTKD's) between 0 and 2 tau.
+
+    DTKD's closed form keeps T_t + T_s = 2 tau, so the two histograms mirror each other around tau (dotted).
+    """
+    teacher = _array(teacher_temperatures, "teacher_temperatures").reshape(-1)
+    student = _array(student_temperatures, "student_temperatures").reshape(-1)
+    tau = _temperatures([temperature], "temperature")[0]
+    ax = _axes(ax)
+    edges = np.linspace(0, 2 * tau, bins + 1)
+    for name, values, color in (("teacher T_t", teacher, "#000000"), ("student T_s", student, _color("dtkd"))):
+        ax.hist(values, bins=edges, histtype="stepfilled", alpha=0.35, color=color)
+        ax.hist(values, bins=edges, histtype="step", linewidth=1.6, color=color,
+                label=f"{name}: median {np.median(values):.2f}")
+    ax.axvline(tau, color="black", linestyle=":", linewidth=1, label=f"tau = {tau:g}")
+    ax.set_xlabel("per-sample temperature")
+    ax.set_ylabel("samples")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax.figure
+
+
+@_styled
+def sharpness_gap_vs_delta(deltas, gaps, formula_deltas=None, labels=None, ax=None):
+    """DTKD's eq. 3 as a curve: the sharpness gap |S(v / (tau + delta)) - S(z / (tau - delta))| vs delta.
+
+    ``gaps`` has shape (len(deltas), S): one curve per sample. Each curve's minimum is marked with a dot;
+    ``formula_deltas`` (S,) marks where the closed form (eqs. 4-5) puts delta, with a cross on the curve
+    (interpolated), so one sees whether the formula lands on the minimum.
+    """
+    delta = _array(deltas, "deltas", ndim=1)
+    values = _array(gaps, "gaps")
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.shape[0] != delta.size:
+        raise ValueError(f"gaps must have shape ({delta.size}, S) (one row per delta), got {values.shape}")
+    count = values.shape[1]
+    labels = [f"sample {k}" for k in range(count)] if labels is None else [str(label) for label in labels]
+    if len(labels) != count:
+        raise ValueError(f"labels must hold {count} names (one per curve), got {len(labels)}")
+    formula = None if formula_deltas is None else _array(formula_deltas, "formula_deltas").reshape(-1)
+    if formula is not None and formula.size != count:
+        raise ValueError(f"formula_deltas must hold {count} values (one per curve), got {formula.size}")
+    ax = _axes(ax)
+    for k in range(count):
+        color = _PALETTE[k % len(_PALETTE)]
+        ax.plot(delta, values[:, k], color=color, label=labels[k])
+        best = int(np.argmin(values[:, k]))
+        ax.plot(delta[best], values[best, k], "o", color=color, markersize=6)
+        if formula is not None:
+            ax.plot(formula[k], np.interp(formula[k], delta, values[:, k]), "x", color=color, markersize=9,
+                    markeredgewidth=2)
+    ax.plot([], [], "o", color="#555555", label="minimum of eq. 3")
+    if formula is not None:
+        ax.plot([], [], "x", color="#555555", markeredgewidth=2, label="closed form (eqs. 4-5)")
+    ax.axvline(0, color="black", linestyle=":", linewidth=1, label=r"$\delta = 0$: plain KD")
+    ax.set_xlabel(r"$\delta$   (teacher at $\tau+\delta$, student at $\tau-\delta$)")
+    ax.set_ylabel("sharpness gap")
+    ax.legend()
+    return ax.figure
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frank & Davis's studies (notebook 05).
+
+@_styled
+def teacher_vs_label_smoothing(teacher_logits, temperatures, top=20, axes=None):
+    """Frank & Davis's Fig. 4: per temperature, the average sorted tempered teacher distribution (colour)
+    beside the label-smoothing target with the same (mean) entropy (grey), over the ``top`` largest classes.
+
+    teacher_logits: (N, K) teacher logits (e.g. of the transfer set); temperatures: one panel each.
+    Each title gives T, the teacher's mean entropy H and the matched smoothing epsilon.
+    """
+    from kdlab.studies import entropy_matched_smoothing, label_smoothing_distribution, sorted_distribution
+    from kdlab.temperature import tempered_softmax
+
+    if not isinstance(teacher_logits, torch.Tensor) or teacher_logits.dim() != 2:
+        raise TypeError("teacher_logits must be a tensor of shape (N, K)")
+    temperatures = _temperatures(np.atleast_1d(_array(temperatures, "temperatures")))
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be an int >= 1, got {top!r}")
+    logits = teacher_logits.detach().cpu().to(torch.float64)
+    num_classes = logits.shape[1]
+    shown = min(top, num_classes)
+    table = entropy_matched_smoothing(logits, temperatures.tolist())
+    axes = _axes_row(len(temperatures), axes, figsize=(2.4 * len(temperatures) + 0.6, 2.8), sharey=True)
+    positions = np.arange(1, shown + 1)
+    for ax, row in zip(axes, table.itertuples()):
+        teacher = sorted_distribution(tempered_softmax(logits, row.temperature), top=shown).numpy()
+        smooth = label_smoothing_distribution(num_classes, row.smoothing)[:shown].numpy()
+        ax.bar(positions - 0.2, teacher, width=0.4, color=_color("kd"), label="teacher (sorted, mean)")
+        ax.bar(positions + 0.2, smooth, width=0.4, color=_color("label_smoothing"), label="label smoothing")
+        ax.set_title(f"T = {row.temperature:g}\nH = {row.teacher_entropy:.2f}, ε = {row.smoothing:.2f}", fontsize=9)
+        ax.set_xticks(positions[:: max(1, shown // 5)])
+        ax.set_xlabel("rank")
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("probability")
+    axes[-1].legend(loc="upper right", fontsize=7)
+    return axes[0].figure
+
+
+@_styled
+def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
+    """Frank & Davis's Figs. 2-3: accuracy vs temperature after several training lengths, one panel per
+    (optimizer, batch size); mean over seeds with +-1 std bars, earlier epochs in grey, the last in colour,
+    and a star on each line's best temperature.
+
+    df: a tidy table (``kdlab.run_study("training", ...)``) with "optimizer", "batch_size", "temperature",
+    "seed", "epoch" and ``y``. epochs: the epochs to draw (e.g. [3, 20]); with a constant learning rate the
+    state after epoch e of a long run is the result of a run of e epochs.
+    """
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    for column in ("optimizer", "batch_size", "temperature", "seed", "epoch", y):
+        if column not in df.columns:
+            raise ValueError(f"df must have a {column!r} column (columns: {list(df.columns)})")
+    epochs = sorted({int(e) for e in np.atleast_1d(epochs)})
+    missing = [e for e in epochs if e not in set(df["epoch"])]
+    if not epochs or missing:
+        raise ValueError(f"epochs must be epochs present in df, got {epochs} (missing {missing})")
+    panels = list(df.groupby(["optimizer", "batch_size"], sort=True).groups)
+    axes = _axes_row(len(panels), axes, figsize=(3.0 * len(panels) + 0.5, 3.2), sharey=True)
+    greys = np.linspace(0.75, 0.4, max(len(epochs) - 1, 1))
+    for ax, (optimizer, batch_size) in zip(axes, panels):
+        rows = df[(df["optimizer"] == optimizer) & (df["batch_size"] == batch_size)]
+        color = _PALETTE[0] if optimizer == "sgd" else _PALETTE[3]
+        for index, epoch in enumerate(epochs):
+            stats = rows[rows["epoch"] == epoch].groupby("temperature")[y].agg(["mean", "std"]).fillna(0.0)
+            last = index == len(epochs) - 1
+            line_color = color if last else str(greys[index])
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], color=line_color, marker="o", markersize=3,
+                        capsize=2, label=f"epoch {epoch}", linewidth=1.8 if last else 1.2)
+            best = stats["mean"].idxmax()
+            ax.plot([best], [stats.loc[best, "mean"]], "*", color=line_color, markersize=12,
+                    markeredgecolor="black", markeredgewidth=0.5)
+        values = np.sort(rows["temperature"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+        ax.set_title(f"{optimizer}, batch {batch_size}")
+        ax.set_xlabel("temperature")
+    axes[0].set_ylabel({"test_acc": "test accuracy [%]"}.get(y, y))
+    axes[-1].legend(fontsize=8)
+    return axes[0].figure

@@ -41,6 +41,7 @@ from torch import nn
 from kdlab.temperature import entropy, smoothing_for_entropy, tempered_softmax
 
 __all__ = [
+    # teacher-distribution ablations and entropy matching
     "shuffle_non_target",
     "flatten_non_target",
     "truncate_top_k",
@@ -52,6 +53,24 @@ __all__ = [
     "DIGIT_GROUPS",
     "CIFAR100_SUPERCLASSES",
     "coarsen",
+    # the studies and their runners
+    "STUDY_NAMES",
+    "STUDY_SETTINGS",
+    "study_settings",
+    "run_study",
+    "study_results",
+    # summaries and verdicts
+    "Verdict",
+    "summarize",
+    "summary_table",
+    "differ",
+    "best_temperature",
+    "conclude_methods",
+    "conclude_optimizers",
+    "conclude_training_length",
+    "conclude_entropy",
+    "conclude_relational",
+    "conclude_best_temperature_shift",
 ]
 
 
@@ -317,38 +336,6 @@ def coarsen(dataset, groups=None):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Private helpers
-
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
-def _check_probs_and_targets(probs, targets) -> None:
-    if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or not probs.is_floating_point():
-        raise ValueError(f"probs must be a floating-point tensor of shape (B, K), got {_describe(probs)}")
-    if probs.shape[1] < 2:
-        raise ValueError(f"probs must have at least 2 classes, got shape {tuple(probs.shape)}")
-    if not isinstance(targets, torch.Tensor) or targets.dtype != torch.long or targets.shape != probs.shape[:1]:
-        raise ValueError(f"targets must be an int64 tensor of shape ({probs.shape[0]},), got {_describe(targets)}")
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]):
-        raise ValueError(f"targets must lie in [0, {probs.shape[1]}), got values in [{int(targets.min())}, {int(targets.max())}]")
-
-
-def _as_temperature_list(temperatures) -> list[float]:
-    if isinstance(temperatures, Real) and not isinstance(temperatures, bool):
-        temperatures = [temperatures]
-    try:
-        values = [float(t) for t in temperatures]
-    except (TypeError, ValueError):
-        raise TypeError(f"temperatures must be a number or a sequence of numbers, got {temperatures!r}") from None
-    if not values or not all(math.isfinite(t) and t > 0 for t in values):
-        raise ValueError(f"temperatures must be finite numbers > 0, got {temperatures!r}")
-    return values
-
-
-# ----------------------------------------------------------------------------------------------------------
 # 2. The studies as data, and their runners
 
 STUDY_NAMES = ("methods", "training", "entropy", "relational", "origin", "granularity")
@@ -528,7 +515,7 @@ def _run_training(c: _StudyContext) -> pd.DataFrame:
     for optimizer, extra in c.settings["optimizers"].items():
         frames.append(c.sweep(c.teacher, grid={"batch_size": list(c.settings["batch_sizes"])},
                               epochs=c.settings["training_epochs"], optimizer=optimizer, **extra))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True).assign(early_epoch=c.settings["early_epoch"])
 
 
 def _run_entropy(c: _StudyContext) -> pd.DataFrame:
@@ -543,7 +530,7 @@ def _run_entropy(c: _StudyContext) -> pd.DataFrame:
     by_smoothing = dict(zip(table["smoothing"].round(12), table["temperature"]))
     smoothing["temperature"] = smoothing["smoothing"].round(12).map(by_smoothing)
     frame = pd.concat([teacher, smoothing.assign(target="label_smoothing")], ignore_index=True)
-    return frame.merge(table, on="temperature", how="left")
+    return frame.drop(columns="smoothing").merge(table, on="temperature", how="left")
 
 
 def _run_relational(c: _StudyContext) -> pd.DataFrame:
@@ -658,6 +645,16 @@ def summarize(results: pd.DataFrame, by, metric: str = "test_acc", epoch="last")
     grouped = frame.groupby(by, dropna=False)[metric]
     summary = grouped.agg(mean="mean", std=lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0, n="count")
     return summary.reset_index().sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def summary_table(results: pd.DataFrame, index, columns: str = "temperature", epoch="last") -> pd.DataFrame:
+    """The mean ± std table of ``summarize`` as text, ``index`` down and ``columns`` across (for printing)."""
+    index = [index] if isinstance(index, str) else list(index)
+    summary = summarize(results, index + [columns], epoch=epoch)
+    summary["cell"] = [f"{m:.1f} ± {s:.1f}" for m, s in zip(summary["mean"], summary["std"])]
+    table = summary.pivot(index=index, columns=columns, values="cell")
+    table.columns = [f"{columns} {c:g}" if isinstance(c, float) else f"{columns} {c}" for c in table.columns]
+    return table
 
 
 def differ(mean_a, std_a, mean_b, std_b) -> int:
@@ -842,3 +839,35 @@ def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: s
     else:
         agrees = True
     return Verdict(claim, agrees, "; ".join(parts) + ".")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Private helpers
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _check_probs_and_targets(probs, targets) -> None:
+    if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or not probs.is_floating_point():
+        raise ValueError(f"probs must be a floating-point tensor of shape (B, K), got {_describe(probs)}")
+    if probs.shape[1] < 2:
+        raise ValueError(f"probs must have at least 2 classes, got shape {tuple(probs.shape)}")
+    if not isinstance(targets, torch.Tensor) or targets.dtype != torch.long or targets.shape != probs.shape[:1]:
+        raise ValueError(f"targets must be an int64 tensor of shape ({probs.shape[0]},), got {_describe(targets)}")
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]):
+        raise ValueError(f"targets must lie in [0, {probs.shape[1]}), got values in [{int(targets.min())}, {int(targets.max())}]")
+
+
+def _as_temperature_list(temperatures) -> list[float]:
+    if isinstance(temperatures, Real) and not isinstance(temperatures, bool):
+        temperatures = [temperatures]
+    try:
+        values = [float(t) for t in temperatures]
+    except (TypeError, ValueError):
+        raise TypeError(f"temperatures must be a number or a sequence of numbers, got {temperatures!r}") from None
+    if not values or not all(math.isfinite(t) and t > 0 for t in values):
+        raise ValueError(f"temperatures must be finite numbers > 0, got {temperatures!r}")
+    return values

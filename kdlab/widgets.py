@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 from kdlab.losses import dtkd_temperatures
 from kdlab.temperature import entropy, power_sum, power_transform, renyi_entropy, sharpness, tempered_softmax
 
-__all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer", "dtkd_explorer"]
+__all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer", "dtkd_explorer",
+           "entropy_matching_explorer"]
 
 _HIGHLIGHT = "#D55E00"  # the target (or arg-max) class
 _BAR = "#0072B2"
@@ -372,6 +373,65 @@ def _eq3_minimum(teacher_row, student_row, tau, steps=4001):
     gaps = (sharpness(teacher_row / (tau + deltas)) - sharpness(student_row / (tau - deltas))).abs()
     best = int(gaps.argmin())
     return float(deltas[best]), float(gaps[best])
+
+
+def entropy_matching_explorer(teacher_logits, top=20):
+    """Slide the temperature and compare the teacher with label smoothing of the same entropy (Frank & Davis,
+    Fig. 4).
+
+    Bars: the average over samples of the sorted tempered teacher distribution softmax(v / T) (colour) and the
+    label-smoothing target [1 - eps + eps / K, eps / K, ...] whose entropy equals the teacher's mean entropy at
+    T (grey; eps from ``kdlab.smoothing_for_entropy``), over the ``top`` largest classes. As T grows both flatten;
+    what label smoothing can never have is the *shape* of the teacher's tail: which wrong classes it ranks high.
+
+    Args:
+        teacher_logits: tensor (N, K) of teacher logits, e.g. of the transfer set.
+        top: how many of the sorted classes to show (Frank & Davis show 20).
+
+    Returns an ipywidgets.VBox with ``.sliders`` ("temperature", 0.1 to 100), ``.figure``, ``.output`` and
+    ``.state``: "temperature", "teacher_entropy" (mean over samples), "smoothing" (eps), "teacher_sorted" and
+    "smoothing_sorted" (the drawn bars), "teacher_confidence" and "smoothing_confidence" (their first bars), and
+    "tail_gap" (total variation between the two sorted distributions: 0 would mean label smoothing says it all).
+    """
+    from kdlab.studies import entropy_matched_smoothing, label_smoothing_distribution, sorted_distribution
+
+    logits = _check_logits(teacher_logits, "teacher_logits")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be an int >= 1, got {top!r}")
+    num_classes = logits.shape[1]
+    shown = min(top, num_classes)
+    sliders = {"temperature": _temperature_slider("temperature", 4.0, -1, 2)}
+
+    def draw(figure, temperature):
+        row = entropy_matched_smoothing(logits, [temperature]).iloc[0]
+        teacher = sorted_distribution(tempered_softmax(logits, temperature))
+        smooth = label_smoothing_distribution(num_classes, float(row["smoothing"]))
+        state = {
+            "temperature": float(temperature),
+            "teacher_entropy": float(row["teacher_entropy"]),
+            "smoothing": float(row["smoothing"]),
+            "teacher_sorted": teacher[:shown],
+            "smoothing_sorted": smooth[:shown],
+            "teacher_confidence": float(teacher[0]),
+            "smoothing_confidence": float(smooth[0]),
+            "tail_gap": 0.5 * float((teacher - smooth).abs().sum()),
+        }
+        (ax,) = _panels(figure, 1)
+        positions = torch.arange(1, shown + 1, dtype=torch.float64)
+        ax.bar((positions - 0.2).tolist(), state["teacher_sorted"].tolist(), 0.4, color=_BAR,
+               label="teacher: mean sorted softmax(v / T)")
+        ax.bar((positions + 0.2).tolist(), state["smoothing_sorted"].tolist(), 0.4, color=_MUTED,
+               label=f"label smoothing, eps = {state['smoothing']:.3f}")
+        ax.set_xticks(positions.tolist(), [str(k) for k in range(1, shown + 1)])
+        ax.set_xlabel("rank of the class (1 = most probable)")
+        ax.set_ylabel("probability")
+        ax.set_ylim(0, 1.02)
+        ax.legend(loc="upper right", fontsize=8)
+        ax.set_title(f"T = {temperature:.3g}: same entropy H = {state['teacher_entropy']:.3f} nats "
+                     f"(max {math.log(num_classes):.2f}); they differ by TV = {state['tail_gap']:.3f}", fontsize=10)
+        return state
+
+    return _explorer(sliders, draw, figsize=(7.5, 3.4))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -241,6 +241,8 @@ _RUN_FINISHED_JS = """([notebookSelector, kernelSelector, stderrMime, errorSourc
   const notebook = document.querySelector(notebookSelector);
   const kernel = document.querySelector(kernelSelector);
   if (!notebook || !kernel || !kernel.textContent.trim().endsWith('| Idle')) return false;
+  const indicator = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');
+  if (indicator && indicator.dataset.status && indicator.dataset.status !== 'idle') return false;
   const prompts = [...notebook.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
     .map(p => p.textContent.trim());
   if (prompts.some(p => p.includes('*'))) return false;

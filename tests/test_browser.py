@@ -31,11 +31,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = Path(os.environ.get("DEVNB", REPO / "notebooks"))
 
-# notebook -> description of the slider to move (kdlab.widgets builders name their sliders this way).
+# notebook -> description of the slider to move: a kdlab.widgets builder names each slider by its description
+# (temperature_explorer: "temperature", power_transform_explorer: "gamma", dtkd_explorer: "teacher scale").
 SLIDERS = {
     "01_temperature.ipynb": "temperature",
     "03_ttm_renyi.ipynb": "gamma",
-    "04_dtkd_sharpness.ipynb": "temperature",
+    "04_dtkd_sharpness.ipynb": "teacher scale",
 }
 
 

@@ -343,7 +343,8 @@ def test_kd_gradient_closed_form():
     for temperature in (0.05, 1.0, 3.0, 10.0, 1000.0):
         (grad,) = torch.autograd.grad(kd_loss(student, teacher, temperature), student)
         expected = temperature * (torch.softmax(student.detach() / temperature, -1) - torch.softmax(teacher / temperature, -1)) / 5
-        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-14)
+        # the factor T multiplies the rounding of q_T - p_T
+        torch.testing.assert_close(grad, expected, rtol=0, atol=1e-14 * max(1.0, temperature))
 
 
 def test_wttm_gradient_closed_form():
@@ -528,7 +529,7 @@ def test_every_loss_is_finite_and_non_negative_at_extremes(batch, num_classes, l
         values = loss(student, teacher, temperature, targets)
         assert values.dtype == torch.float32
         assert torch.isfinite(values).all()
-        # rounding: float32 relative error grows like eps * T at high T; allow that, never a real negative
-        assert (values >= -1e-5 * max(1.0, temperature**2)).all(), values
+        # computed in float64: only rounding-size negatives (the T^2 factor multiplies the rounding)
+        assert (values >= -1e-8 * max(1.0, temperature**2)).all(), values
         (grad,) = torch.autograd.grad(values.sum(), student)
         assert torch.isfinite(grad).all()

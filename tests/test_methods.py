@@ -246,3 +246,15 @@ def test_bad_call_arguments():
         method(student, teacher[:, :5], targets, 1)
     with pytest.raises(TypeError, match="student_logits must be a floating-point tensor"):
         get_method("ce")(targets.view(-1, 1).repeat(1, 10), None, targets, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_teacher_logits_made_under_inference_mode_work_for_every_method(dtype):
+    # The trainer computes teacher logits under torch.inference_mode; autograd must not try to save them.
+    student, teacher, targets = batch(seed=8)
+    with torch.inference_mode():
+        teacher = teacher.to(dtype) * 1.0
+    student = student.to(dtype).requires_grad_(True)
+    for name in NAMES:
+        sum(get_method(name)(student, teacher, targets, 3).values()).backward()
+    assert torch.isfinite(student.grad).all()

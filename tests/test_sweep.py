@@ -333,7 +333,7 @@ def test_cli_sweep_writes_csv_and_png(tmp_path, monkeypatch):
     monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "sweep1"
     code = main(["sweep", "--method", "kd", "ttm", "--temperature", "1", "4", "--seed", "0", "1",
-                 "--teacher", "mlp16", "--transfer-size", "128", "--epochs", "1", "--no-progress",
+                 "--teacher", "mlp16", "--teacher-epochs", "1", "--transfer-size", "128", "--epochs", "1", "--no-progress",
                  "--out", str(out)])
     assert code == 0
     table = pd.read_csv(out / "sweep.csv")

@@ -3,6 +3,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdlab.temperature import (
     entropy,
@@ -274,3 +276,28 @@ def test_bad_logits_and_probs():
         smoothing_for_entropy(1, 0.1)
     with pytest.raises(ValueError, match="target_entropy must lie in"):
         smoothing_for_entropy(5, 2.0)
+
+
+# --- extremes (property test) -------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(
+    num_classes=st.integers(2, 50),
+    log_scale=st.floats(-3.0, 4.0),
+    log_temperature=st.floats(math.log10(0.05), 3.0),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_distributions_stay_valid_at_extremes(num_classes, log_scale, log_temperature, dtype, seed):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (10.0**log_scale * torch.randn(3, num_classes, generator=generator)).clamp(-1e4, 1e4).to(dtype)
+    temperature = 10.0**log_temperature
+    probs = tempered_softmax(logits, temperature)
+    assert probs.dtype == dtype and torch.isfinite(probs).all() and (probs >= 0).all()
+    tolerance = 4 * num_classes * torch.finfo(dtype).eps
+    assert ((probs.double().sum(-1) - 1).abs() <= tolerance).all()
+    assert torch.isfinite(log_tempered_softmax(logits, temperature)).all()
+    transformed = power_transform(torch.log_softmax(logits.float(), -1), 1 / temperature, log_input=True)
+    torch.testing.assert_close(transformed, torch.softmax(logits.float() / temperature, -1), rtol=1e-4, atol=1e-6)
+    values = entropy(probs.float())
+    assert ((values >= -1e-6) & (values <= math.log(num_classes) + 1e-5)).all()

@@ -96,8 +96,10 @@ def test_a_scaled_copy_of_the_teacher_is_matched_exactly(pair, scale):
     assert state["gap_after"] == pytest.approx(0.0, abs=1e-9)
     assert torch.allclose(state["teacher_probs"], state["student_probs"], atol=1e-12)
     assert state["teacher_temperature"] / state["student_temperature"] == pytest.approx(1 / scale, rel=1e-9)
+    _, _, before, _ = _expected(teacher[0], teacher[0] * scale, 4.0)
+    assert state["gap_before"] == pytest.approx(before, abs=1e-12)
     if scale != 1.0:
-        assert state["gap_before"] > 0.1  # plain KD at tau does not match the sharpness
+        assert state["gap_before"] > 0.01  # plain KD at tau does not match the sharpness
 
 
 @pytest.mark.parametrize("name", ["teacher scale", "student scale"])

@@ -1,0 +1,88 @@
+"""Time every notebook top to bottom with a cold teacher cache and report its peak memory.
+
+    .venv/bin/python benchmarks/bench_notebooks.py                 # all notebooks/*.ipynb
+    .venv/bin/python benchmarks/bench_notebooks.py notebooks/01_temperature.ipynb --strict
+
+Budget (from the issue): each notebook runs in <= 90 s on 2 CPU cores with the teacher cache cold and peaks
+at <= 1.5 GB resident memory (Binder gives 2 GB); notebook 05 may take 180 s.
+
+Each notebook runs in its own child process (``--one``) with a fresh, empty ``KDLAB_CACHE`` (so the teacher
+is trained, as on a first visit), ``OMP_NUM_THREADS=2`` and ``MKL_NUM_THREADS=2``. The child executes it with
+nbclient and reports the wall time of the execution and ``getrusage(RUSAGE_CHILDREN).ru_maxrss``: the peak
+resident memory of its largest waited-for descendant, which is the kernel. Numbers depend on what else
+the machine is running; run it on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_SECONDS = {"05": 180.0}
+DEFAULT_SECONDS = 90.0
+BUDGET_MB = 1536.0
+
+
+def run_one(path: Path) -> dict:
+    """Execute one notebook in this process's kernel child; return seconds and the kernel's peak RSS."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory(prefix="kdlab-bench-") as workdir:
+        client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
+                                resources={"metadata": {"path": workdir}})
+        start = time.perf_counter()
+        client.execute()
+        seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kilobytes on Linux
+    return {"seconds": seconds, "peak_mb": peak_kb / 1024}
+
+
+def measure(path: Path) -> dict:
+    """Run ``--one path`` in a child process with a cold cache and 2 threads."""
+    with tempfile.TemporaryDirectory(prefix="kdlab-cold-cache-") as cache:
+        env = dict(os.environ, KDLAB_CACHE=cache, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
+                   PYTHONUNBUFFERED="1")
+        done = subprocess.run([sys.executable, __file__, "--one", str(path)], env=env, cwd=ROOT,
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--strict", action="store_true", help="exit with 1 when a notebook is over budget")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args.one)))
+        return 0
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    print(f"{'notebook':<40} {'seconds':>8} {'budget':>7} {'peak MB':>8} {'budget':>7}  status", flush=True)
+    over = False
+    for path in paths:
+        budget = BUDGET_SECONDS.get(path.name[:2], DEFAULT_SECONDS)
+        result = measure(path)
+        if "error" in result:
+            over = True
+            print(f"{path.name:<40} {'-':>8} {budget:>7.0f} {'-':>8} {BUDGET_MB:>7.0f}  FAILED: {result['error'][0]}")
+            continue
+        ok = result["seconds"] <= budget and result["peak_mb"] <= BUDGET_MB
+        over |= not ok
+        print(f"{path.name:<40} {result['seconds']:>8.1f} {budget:>7.0f} {result['peak_mb']:>8.0f} "
+              f"{BUDGET_MB:>7.0f}  {'ok' if ok else 'OVER BUDGET'}", flush=True)
+    return 1 if (over and args.strict) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Benchmark: a temperature sweep (8 temperatures x 1 seed of "kd", mlp64 student, 1,000-image transfer set of
+mnist10k, the recipe's 10 epochs) three ways, on 2 CPU threads:
+
+  (a) the tutorial-style loop (a DataLoader over a per-sample Dataset, the teacher run on every batch), 8 times;
+  (b) kdlab.distill, 8 times;
+  (c) one kdlab.sweep (in a fresh subprocess, so that its peak memory is its own).
+
+Targets (issue "Temperature sweeps at the speed of one run"): (c) <= 2.5x the wall time of ONE distill run,
+>= 15x faster than (a), peak RSS of (c) <= 1.5 GB. It also reports the model FLOPs (c) ran per second against
+the fp32 matmul GFLOP/s measured here (aim: >= 40 %).
+
+FLOPs are counted analytically: a linear layer costs 2 * in * out per sample forward, the backward pass twice
+that (student training: 3x forward); the convolutions of the "cnn" teacher 2 * H * W * C_out * C_in * 9.
+Test accuracy is evaluated every epoch by (b) and (c) (2,000 test images, forward only), at the end by (a).
+
+    python benchmarks/bench_sweep.py            # prints the figures; about a minute on 2 cores
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+TEMPERATURES = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
+
+
+def mlp_forward_flops(model):
+    return sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def cnn_forward_flops(model, image_shape):
+    """Multiply-adds x 2 of every Conv2d and Linear layer, for one image (via forward hooks)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += 2 * output[0].numel() * kernel
+        elif isinstance(module, torch.nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *image_shape))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def matmul_gflops(size=1024, repeats=30):
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(5):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def setup():
+    import kdlab
+
+    dataset = kdlab.load_dataset("mnist10k")
+    from kdlab.train import train_teacher
+
+    teacher, _ = train_teacher(dataset, "cnn", progress=False)
+    transfer = dataset.transfer_set(1000)
+    return kdlab, dataset, teacher, transfer
+
+
+def tutorial_loop(teacher, transfer, temperature, epochs, seed=0, lr=0.01, batch_size=64):
+    """What the PyTorch KD tutorial does: a per-sample Dataset, a DataLoader, the teacher on every batch."""
+    from kdlab.models import create_model
+
+    class PerSample(torch.utils.data.Dataset):
+        def __init__(self, images, targets):
+            self.images, self.targets = images, targets
+
+        def __len__(self):
+            return len(self.targets)
+
+        def __getitem__(self, index):
+            return self.images[index], self.targets[index]
+
+    loader = torch.utils.data.DataLoader(PerSample(transfer.train_images, transfer.train_targets),
+                                         batch_size=batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    student = create_model("mlp64")
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
+    teacher.eval()
+    for _ in range(epochs):
+        student.train()
+        for images, targets in loader:
+            with torch.no_grad():
+                teacher_logits = teacher(images)
+            student_logits = student(images)
+            soft_targets = F.softmax(teacher_logits / temperature, dim=-1)
+            soft_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
+            kd = (soft_targets * (soft_targets.log() - soft_log_probs)).sum() / images.shape[0] * temperature ** 2
+            loss = 0.1 * F.cross_entropy(student_logits, targets) + 0.9 * kd
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    student.eval()
+    with torch.no_grad():
+        return (student(transfer.test_images).argmax(1) == transfer.test_targets).float().mean().item() * 100
+
+
+def child_sweep(epochs):
+    """(c), in its own process: prints JSON with the sweep's wall time and the process's peak RSS."""
+    torch.set_num_threads(2)
+    kdlab, _, teacher, transfer = setup()
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # warm-up: torch.optim's lazy imports
+    start = time.perf_counter()
+    frame = kdlab.sweep(teacher, transfer, student="mlp64", grid={"temperature": TEMPERATURES}, method="kd",
+                        epochs=epochs, progress=False)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    final = frame[frame["epoch"] == epochs]
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb,
+                      "test_acc": final.set_index("temperature")["test_acc"].to_dict()}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (default: 10, the recipe's)")
+    parser.add_argument("--child-sweep", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_sweep:
+        child_sweep(args.epochs)
+        return
+    torch.set_num_threads(2)
+    kdlab, dataset, teacher, transfer = setup()
+    from kdlab.models import create_model
+    from kdlab.train import distill
+
+    runs, epochs = len(TEMPERATURES), args.epochs
+    n_train, n_test = transfer.train_targets.shape[0], transfer.test_targets.shape[0]
+    student_flops = mlp_forward_flops(create_model("mlp64"))
+    teacher_flops = cnn_forward_flops(teacher, transfer.input_shape)
+    peak = matmul_gflops()
+    print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul 1024^3: "
+          f"{peak:.1f} GFLOP/s")
+    print(f"work: {runs} temperatures x 1 seed of kd, mlp64 ({student_flops / 1e3:.1f} kFLOP/image forward), "
+          f"teacher cnn ({teacher_flops / 1e6:.2f} MFLOP/image), {n_train} transfer images, {n_test} test "
+          f"images, {epochs} epochs")
+
+    distill(teacher, transfer, temperature=4.0, epochs=1, progress=False)  # warm-up (lazy imports)
+
+    start = time.perf_counter()
+    tutorial_acc = [tutorial_loop(teacher, transfer, t, epochs) for t in TEMPERATURES]
+    seconds_a = time.perf_counter() - start
+
+    distill_seconds, distill_acc = [], []
+    for temperature in TEMPERATURES:
+        start = time.perf_counter()
+        _, history = distill(teacher, transfer, temperature=temperature, epochs=epochs, progress=False)
+        distill_seconds.append(time.perf_counter() - start)
+        distill_acc.append(history["test_acc"].iloc[-1])
+    seconds_b = sum(distill_seconds)
+    one_distill = sorted(distill_seconds)[len(distill_seconds) // 2]  # the median single run
+
+    child = subprocess.run([sys.executable, __file__, "--child-sweep", "--epochs", str(epochs)],
+                           capture_output=True, text=True, check=True)
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    seconds_c = result["seconds"]
+
+    # FLOPs that (c) ran: students train (3x forward) on every transfer image and evaluate the test set each
+    # epoch; the teacher runs once over the transfer set (its logits are cached and shared).
+    flops_c = runs * epochs * (3 * n_train + n_test) * student_flops + n_train * teacher_flops
+    flops_a = runs * epochs * n_train * (3 * student_flops + teacher_flops) + runs * n_test * student_flops
+    utilisation = flops_c / seconds_c / 1e9 / peak
+
+    print()
+    print(f"(a) tutorial loop x {runs}:   {seconds_a:8.2f} s   ({flops_a / seconds_a / 1e9:.1f} GFLOP/s)")
+    print(f"(b) kdlab.distill x {runs}:    {seconds_b:8.2f} s   (one run: median {one_distill:.3f} s, "
+          f"min {min(distill_seconds):.3f} s)")
+    print(f"(c) one kdlab.sweep:        {seconds_c:8.2f} s   peak RSS {result['peak_rss_mb']:.0f} MB")
+    print()
+    print(f"(c) / one distill run: {seconds_c / one_distill:5.2f} x   (target <= 2.5 x)")
+    print(f"(a) / (c):             {seconds_a / seconds_c:5.1f} x   (target >= 15 x)")
+    print(f"(b) / (c):             {seconds_b / seconds_c:5.1f} x")
+    print(f"peak RSS of (c):       {result['peak_rss_mb'] / 1024:5.2f} GB (target <= 1.5 GB)")
+    print(f"(c) model FLOPs: {flops_c / 1e9:.1f} GFLOP in {seconds_c:.2f} s = {flops_c / seconds_c / 1e9:.1f} GFLOP/s "
+          f"= {100 * utilisation:.0f} % of the measured fp32 matmul peak (aim >= 40 %)")
+    print()
+    print("final test accuracy [%] per temperature:")
+    print("  T        " + " ".join(f"{t:6g}" for t in TEMPERATURES))
+    print("  tutorial " + " ".join(f"{a:6.2f}" for a in tutorial_acc))
+    print("  distill  " + " ".join(f"{a:6.2f}" for a in distill_acc))
+    print("  sweep    " + " ".join(f"{result['test_acc'][str(t)]:6.2f}" for t in TEMPERATURES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Tests of the ``kdlab`` console script (run in-process through ``main``, plus one real subprocess)."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdlab.cli import _parse_overrides, _schedule, build_parser, main
+from kdlab.methods import list_methods
+from kdlab.models import list_models
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache"))
+
+
+def _subcommands():
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_option_of_every_command_is_explained():
+    commands = _subcommands()
+    assert {"teacher", "distill", "methods", "models"} <= set(commands)
+    for name, command in commands.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help and action.help != argparse.SUPPRESS, f"kdlab {name} {action.option_strings}"
+
+
+def test_methods_and_models_are_listed(capsys):
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(list_methods())
+    assert "temperature=4" in next(line for line in lines if line.startswith("kd "))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()] == list_models()
+    assert "50,890 parameters" in next(line for line in out.splitlines() if line.startswith("mlp64 "))
+
+
+@pytest.mark.parametrize("argv, listed", [
+    (["distill", "--method", "nope"], "wttm"),
+    (["distill", "--student", "nope"], "mlp64"),
+    (["teacher", "--model", "nope"], "cnn"),
+    (["teacher", "--dataset", "nope"], "mnist10k"),
+    (["teacher", "--optimizer", "adam"], "adamw"),
+    (["frobnicate"], "distill"),
+])
+def test_unknown_names_are_refused_with_the_choices(capsys, argv, listed):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice" in error and listed in error
+
+
+def test_bad_values_end_with_a_message_not_a_traceback(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teacher", "--model", "mlp16", "--epochs", "0", "--out", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "epochs must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["distill", "--set", "beta", "--out", str(tmp_path)])
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "history.csv").exists()
+
+
+def test_option_parsers():
+    assert _parse_overrides(["beta=2", "detach=true", "alpha=0.5"]) == {"beta": 2, "detach": True, "alpha": 0.5}
+    with pytest.raises(ValueError, match="expected a number"):
+        _parse_overrides(["beta=high"])
+    assert _schedule("150,180,210") == [150, 180, 210] and _schedule("cosine") == "cosine"
+    with pytest.raises(argparse.ArgumentTypeError, match="milestone"):
+        _schedule("sometimes")
+
+
+def test_teacher_writes_history_config_result_and_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["teacher", "--model", "mlp16", "--epochs", "2", "--lr", "0.05", "--out", str(out),
+                 "--no-progress"]) == 0
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and "test_acc" in history.columns
+    config = json.loads((out / "config.json").read_text())
+    assert (config["model"], config["epochs"], config["lr"], config["command"]) == ("mlp16", 2, 0.05, "teacher")
+    result = json.loads((out / "result.json").read_text())
+    assert result["test_acc"] == pytest.approx(history["test_acc"].iloc[-1], abs=1e-9)
+    assert result["cached"] is False and (out / "model.pt").is_file()
+    assert str(out) in capsys.readouterr().out
+    assert not list(out.glob("*.tmp"))  # atomic writes leave no temporary files behind
+
+    assert main(["teacher", "--model", "mlp16", "--epochs", "2", "--lr", "0.05", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert json.loads((out / "result.json").read_text())["cached"] is True
+
+
+def test_distill_with_method_temperature_and_overrides(tmp_path):
+    out = tmp_path / "run"
+    assert main(["distill", "--teacher", "mlp16", "--teacher-epochs", "1", "--student", "mlp16", "--method", "wttm", "--temperature", "5",
+                 "--set", "beta=2", "--transfer-size", "300", "--epochs", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns[:4]) == ["epoch", "ce", "wttm", "loss"]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["method"], config["temperature"], config["overrides"]) == ("wttm", 5.0, ["beta=2"])
+    result = json.loads((out / "result.json").read_text())
+    assert 10 < result["test_acc"] <= 100 and 10 < result["teacher_test_acc"] <= 100
+
+
+@pytest.mark.slow
+def test_console_script_help_runs():
+    script = Path(sys.executable).with_name("kdlab")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for command in ("teacher", "distill", "methods", "models"):
+        assert command in done.stdout
