@@ -307,7 +307,8 @@ def _add_study_command(subparsers):
     command.add_argument("--early-epoch", type=int, default=None,
                          help="the earlier epoch at which the 'training' study also evaluates (default: the grid's)")
     command.add_argument("--teacher-epochs", type=int, default=None,
-                         help="epochs of the teachers trained by 'origin' and 'granularity' (default: the grid's)")
+                         help="epochs of every teacher: the main one (default: its recipe's) and those trained by "
+                              "'origin' and 'granularity' (default: the grid's)")
     command.add_argument("--transfer-size", type=int, default=None,
                          help="students learn from this many training images (default: the grid's; all for CIFAR)")
     command.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
@@ -330,8 +331,8 @@ def _run_study(args):
                 "transfer_size"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    teacher, _ = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed, device=device,
-                               progress=not args.no_progress)
+    teacher, _ = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed, epochs=args.teacher_epochs,
+                               device=device, progress=not args.no_progress)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     for name in (STUDY_NAMES if args.study == "all" else [args.study]):

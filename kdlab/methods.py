@@ -7,16 +7,16 @@
 
 Defaults are each paper's CIFAR-100 setting (resnet32x4 -> resnet8x4 where the paper tunes per pair):
 
-    name             terms                 defaults                                      source
-    ce               ce                    ce_weight 1                                   plain cross-entropy
-    label_smoothing  ce                    smoothing 0.1                                 Szegedy et al. 2016
-    kd               ce, kd                T 4, ce 0.1, kd 0.9                            Hinton 2015; CRD/mdistiller
-    ttm              ce, ttm               T 10 (gamma 0.1), ce 1, beta 100              TTM Table 8 (res32x4->8x4)
-    wttm             ce, wttm              T 10 (gamma 0.1), ce 1, beta 3                TTM Table 8 (res32x4->8x4)
-    dtkd             ce, dtkd, kd          tau 4, alpha 3, beta 1, ce 1, warm-up 20      DTKD code, mdistiller cfg
-    lskd             ce, lskd              tau 2, ce 0.1, kd 9                           LS-KD code (tools/train.py)
-    dkd              ce, tckd, nckd        T 4, alpha 1, beta 8, ce 1, warm-up 20        DKD (mdistiller cfg)
-    ctkd             ce, kd                tau in (1, 21) learnable, ce 0.1, kd 0.9      CTKD code
+    name             terms             defaults                                      source
+    ce               ce                ce_weight 1                                   plain cross-entropy
+    label_smoothing  ce                smoothing 0.1                                 Szegedy et al. 2016
+    kd               ce, kd            T 4, ce 0.1, kd 0.9                           Hinton 2015; CRD/mdistiller
+    ttm              ce, ttm           T 10 (gamma 0.1), ce 1, beta 100              TTM Table 8 (res32x4->8x4)
+    wttm             ce, wttm          T 10 (gamma 0.1), ce 1, beta 3                TTM Table 8 (res32x4->8x4)
+    dtkd             ce, dtkd, kd      tau 4, alpha 3, beta 1, ce 1, warm-up 20      DTKD code, mdistiller cfg
+    lskd             ce, lskd          tau 2, ce 0.1, kd 9                           LS-KD code (tools/train.py)
+    dkd              ce, tckd, nckd    T 4, alpha 1, beta 8, ce 1, warm-up 20        DKD (mdistiller cfg)
+    ctkd             ce, kd            tau in (1, 21) learnable, ce 0.1, kd 0.9      CTKD code
 
 Every teacher-based recipe accepts ``warmup`` (epochs): its distillation terms are multiplied by
 min(epoch / warmup, 1) (0 = no warm-up); the CE term never is. For a short run, e.g. 10 epochs on

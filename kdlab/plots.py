@@ -10,6 +10,7 @@ Conventions (follow them when you add a figure):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -70,9 +71,20 @@ _RC = {
 }
 
 
+@contextlib.contextmanager
 def _style():
-    """The kdlab look as a context manager: ``with _style(): ...`` (leaves global rcParams untouched)."""
-    return matplotlib.rc_context(_RC)
+    """The kdlab look as a context manager: ``with _style(): ...``; afterwards the rcParams it set are back.
+
+    Unlike ``matplotlib.rc_context`` it restores only the keys of the kdlab style: when the first figure of a
+    Jupyter session activates the inline backend inside the block, the backend's own settings (interactive
+    mode, which makes the figures show up) must survive the block.
+    """
+    saved = {key: matplotlib.rcParams[key] for key in _RC}
+    matplotlib.rcParams.update(_RC)
+    try:
+        yield
+    finally:
+        matplotlib.rcParams.update(saved)
 
 
 def _styled(function):
@@ -80,7 +92,12 @@ def _styled(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with _style():
-            return function(*args, **kwargs)
+            figure = function(*args, **kwargs)
+            # Jupyter's inline backend switches interactive mode on when pyplot makes its first figure. If that
+            # happens in here, leaving rc_context would switch it off again and no later figure would be shown.
+            interactive = matplotlib.is_interactive()
+        matplotlib.interactive(interactive)
+        return figure
     return wrapper
 
 

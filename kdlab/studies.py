@@ -18,12 +18,14 @@ This file holds three kinds of things:
    p_y, spread 1 - p_y uniformly: label smoothing at the teacher's own confidence), ``truncate_top_k``, and
    :class:`AblatedTeacher`, a teacher *model* whose tempered distribution is the ablated one, so that
    ``kdlab.sweep`` and ``kdlab.distill`` can distil it like any teacher.
-2. The studies as data (``STUDIES``: grids for mnist10k and for CIFAR-100) and one runner per study that
-   calls :func:`kdlab.sweep` and returns its tidy DataFrame (plus a "study" column and the study's own
-   columns, e.g. "teacher" or "ablation").
+2. The studies as data (``STUDY_SETTINGS``: grids for mnist10k and for CIFAR-100) and :func:`run_study`,
+   which sends a study's grid to :func:`kdlab.sweep` and returns its tidy DataFrame (plus a "study" column
+   and the study's own columns, e.g. "teacher" or "ablation"). ``kdlab study NAME`` runs the same from the
+   command line and writes ``<NAME>.csv``, which :func:`study_results` loads instead of running.
 3. Summaries and verdicts: :func:`summarize` (mean and std over seeds) and ``conclude_<study>`` functions
    that compare the measured means against the paper's claim and say whether they agree, using the seed
-   spread, so that no conclusion in the notebook is written by hand.
+   spread, so that no conclusion in the notebook is written by hand. The rule: two settings differ when
+   their mean accuracies are further apart than the sum of their standard deviations over seeds.
 """
 from __future__ import annotations
 

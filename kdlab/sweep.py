@@ -481,7 +481,7 @@ class _TeacherLogits:
 
 def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     """Train the students of ``group`` together; return (history frame, {config: trained student})."""
-    from torch.func import functional_call, stack_module_state, vmap
+    from torch.func import stack_module_state
 
     count = len(group)
     settings = [config["settings"] for config in group]
@@ -497,9 +497,6 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     params, buffers = stack_module_state(students)
     skeleton = copy.deepcopy(students[0]).to("meta")
 
-    def run_one(p, b, images):
-        return functional_call(skeleton, (p, b), (images,))
-
     methods = [get_method(config["method"], **config["overrides"]).to(device) for config in group]
     optimizer = StackedOptimizer(list(params.values()), [s["optimizer"] for s in settings],
                                  [s["lr"] for s in settings], [s["momentum"] for s in settings],
@@ -513,7 +510,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
         if method_params:
             method_optimizer = _make_optimizer(method_params, s)
             method_optimizers.append((method_optimizer, _make_scheduler(method_optimizer, s)))
-    loss_sets = _loss_sets(group, methods)
+    loss_sets = _loss_sets(methods)
 
     # One shuffling stream per distinct seed, as in distill.
     seeds = list(dict.fromkeys(config["seed"] for config in group))
@@ -521,8 +518,8 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     generators = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     augment_generators = {seed: torch.Generator().manual_seed(seed + 1) for seed in seeds}
     shared_input = len(seeds) == 1
-    forward = vmap(run_one, in_dims=(0, 0, None if shared_input else 0))
-    forward_shared = forward if shared_input else vmap(run_one, in_dims=(0, 0, None))
+    forward = _batched_forward(skeleton, shared_input)
+    forward_shared = forward if shared_input else _batched_forward(skeleton, True)
     cached = teacher_logits.get()
     train_images, train_targets = dataset.train_images, dataset.train_targets
     n_train = train_targets.shape[0]
@@ -636,6 +633,64 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     return _group_frame(group, histories), trained
 
 
+def _batched_forward(skeleton, shared_input):
+    """forward(params, buffers, images) -> logits (N, B, K) of the N stacked students.
+
+    images: (B, C, H, W) seen by every student when ``shared_input``, else (N, B, C, H, W), one batch each.
+    The MLP students (Flatten, Linear, ReLU) get hand-batched layers: with a shared input the first layer of
+    all N students is one (B, D) @ (D, N * hidden) product, the next ones are ``baddbmm``. Any other
+    architecture runs through ``torch.func.vmap`` over ``functional_call`` (same result, more overhead).
+    """
+    layers = _mlp_layers(skeleton)
+    if layers is None:
+        from torch.func import functional_call, vmap
+
+        def run_one(p, b, images):
+            return functional_call(skeleton, (p, b), (images,))
+
+        return vmap(run_one, in_dims=(0, 0, None if shared_input else 0))
+
+    def forward(params, buffers, images):
+        hidden = images
+        for kind, name in layers:
+            if kind == "flatten":
+                hidden = hidden.flatten(1 if shared_input else 2)  # Flatten comes first (see _mlp_layers)
+            elif kind == "relu":
+                hidden = hidden.relu()
+            elif hidden.dim() == 2:  # the shared input meets the first linear layer of every student
+                weight, bias = params[name + ".weight"], params.get(name + ".bias")
+                count, out_features, in_features = weight.shape
+                stacked = weight.reshape(count * out_features, in_features).t()
+                hidden = hidden @ stacked if bias is None else torch.addmm(bias.reshape(-1), hidden, stacked)
+                hidden = hidden.view(-1, count, out_features).transpose(0, 1)
+            else:
+                weight, bias = params[name + ".weight"], params.get(name + ".bias")
+                hidden = torch.bmm(hidden, weight.transpose(1, 2)) if bias is None else \
+                    torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+        return hidden
+
+    return forward
+
+
+def _mlp_layers(model):
+    """[(kind, name)] for an ``nn.Sequential`` of Flatten (default dims), Linear and ReLU layers, else None."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    layers = []
+    for name, module in model.named_children():
+        if type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1 and not layers:
+            layers.append(("flatten", name))
+        elif type(module) is nn.Linear:
+            layers.append(("linear", name))
+        elif type(module) is nn.ReLU:
+            layers.append(("relu", name))
+        else:
+            return None
+    if not layers or layers[-1][0] != "linear" or not any(kind == "linear" for kind, _ in layers):
+        return None
+    return layers
+
+
 def _test_accuracy(forward, skeleton, params, buffers, dataset, device):
     """Test accuracy (percent) of every student, from one batched forward per chunk of test images."""
     skeleton.eval()
@@ -668,18 +723,17 @@ def _lr_schedule(settings):
 # Loss terms of many students at once
 # ----------------------------------------------------------------------------------------------------------
 
-def _loss_sets(group, methods):
-    """Contiguous runs of students (start, stop, method name, methods) that share one loss evaluation: one
-    stacked call for recipes in ``_STACKED``, one ``Method`` call per student otherwise."""
+def _loss_sets(methods):
+    """Contiguous runs of students [start, stop, method name, methods, stacked, cache] that share one loss
+    evaluation: one stacked call for recipes in ``_STACKED``, one ``Method`` call per student otherwise."""
     sets = []
     for n, method in enumerate(methods):
         stacked = method.name in _STACKED and not list(method.parameters())
-        if sets and stacked and sets[-1][2] == method.name and sets[-1][4] \
-                and group[n]["settings"]["optimizer"] == group[sets[-1][0]]["settings"]["optimizer"]:
+        if sets and stacked and sets[-1][2] == method.name and sets[-1][4]:
             sets[-1][1] = n + 1
             sets[-1][3].append(method)
         else:
-            sets.append([n, n + 1, method.name, [method], stacked])
+            sets.append([n, n + 1, method.name, [method], stacked, {}])
     return sets
 
 
@@ -690,10 +744,11 @@ def _group_terms(loss_sets, student_logits, teacher_logits, targets, epoch, coun
     such term, for logging only); loss is the (N,) tensor of each student's sum of terms (what it minimises).
     """
     pieces, losses = {}, []
-    for start, stop, name, methods, stacked in loss_sets:
+    for start, stop, name, methods, stacked, cache in loss_sets:
         teacher = None if teacher_logits is None else teacher_logits[start:stop]
         if stacked:
-            values = _stacked_terms(methods, student_logits[start:stop], teacher, targets[start:stop], epoch)
+            values = _stacked_terms(methods, student_logits[start:stop], teacher, targets[start:stop], epoch,
+                                    cache)
         else:
             results = [method(student_logits[n], None if teacher is None else teacher[n - start], targets[n], epoch)
                        for n, method in zip(range(start, stop), methods)]
@@ -720,7 +775,7 @@ def _per_student(values, like):
     return torch.tensor(values, dtype=torch.float64).to(like.dtype).to(like.device).view(-1, 1)
 
 
-def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch):
+def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch, cache=None):
     """The weighted terms of M students of one recipe, each an (M,) tensor, from one call per loss.
 
     student_logits (M, B, K), teacher_logits (M, B, K), targets (M, B). Every recipe of ``kdlab.methods`` is
@@ -728,22 +783,33 @@ def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch):
     each student's temperature is repeated over its B rows (kdlab.losses takes a (rows, 1) temperature), and
     the per-sample losses are averaged back per student. The weights and warm-up are each method's own
     (``hparams``, ``warmup_factor``); the tests compare every recipe here with ``Method`` itself.
+    ``cache``: a dict kept between calls for the same students (weight and temperature columns).
     """
     count, batch, num_classes = student_logits.shape
     name = methods[0].name
     hparams = [m.hparams for m in methods]
+    cache = {} if cache is None else cache
     flat_student = student_logits.reshape(count * batch, num_classes)
     flat_targets = targets.reshape(count * batch)
     flat_teacher = None if teacher_logits is None else teacher_logits.reshape(count * batch, num_classes)
 
-    def column(key):
-        return _per_student([h[key] for h in hparams], student_logits).view(-1)
+    def weight(key, warm_up=True):
+        """(M,) column of hparams[key] (times the warm-up factor of this epoch)."""
+        if (key, epoch, warm_up) not in cache:
+            values = [h[key] * (m.warmup_factor(epoch) if warm_up else 1.0) for h, m in zip(hparams, methods)]
+            cache[(key, epoch, warm_up)] = _per_student(values, student_logits).view(-1)
+        return cache[(key, epoch, warm_up)]
 
     def per_student(per_sample):
         return per_sample.view(count, batch).mean(dim=1)
 
     def temperature():
-        return _per_student([h["temperature"] for h in hparams], student_logits).repeat_interleave(batch, dim=0)
+        """One float if all students share it, else an (M * B, 1) column: each student's T over its rows."""
+        if ("temperature", batch) not in cache:
+            values = [h["temperature"] for h in hparams]
+            cache[("temperature", batch)] = values[0] if len(set(values)) == 1 else \
+                _per_student(values, student_logits).repeat_interleave(batch, dim=0)
+        return cache[("temperature", batch)]
 
     smoothing = hparams[0].get("smoothing", 0.0) if name == "label_smoothing" else 0.0
     if name == "label_smoothing" and any(h["smoothing"] != smoothing for h in hparams):
@@ -752,23 +818,22 @@ def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch):
                           for n, h in enumerate(hparams)])
     else:
         ce = per_student(F.cross_entropy(flat_student, flat_targets, reduction="none", label_smoothing=smoothing))
-    terms = {"ce": column("ce_weight") * ce}
+    terms = {"ce": weight("ce_weight", warm_up=False) * ce}
     if name in ("ce", "label_smoothing"):
         return terms
-    warm = _per_student([m.warmup_factor(epoch) for m in methods], student_logits).view(-1)
     if name == "kd":
-        terms["kd"] = warm * column("kd_weight") * per_student(kd_loss(flat_student, flat_teacher, temperature(), "none"))
+        terms["kd"] = weight("kd_weight") * per_student(kd_loss(flat_student, flat_teacher, temperature(), "none"))
     elif name == "ttm":
-        terms["ttm"] = warm * column("beta") * per_student(ttm_loss(flat_student, flat_teacher, temperature(), "none"))
+        terms["ttm"] = weight("beta") * per_student(ttm_loss(flat_student, flat_teacher, temperature(), "none"))
     elif name == "wttm":
-        terms["wttm"] = warm * column("beta") * per_student(wttm_loss(flat_student, flat_teacher, temperature(), "none"))
+        terms["wttm"] = weight("beta") * per_student(wttm_loss(flat_student, flat_teacher, temperature(), "none"))
     elif name == "lskd":
-        terms["lskd"] = warm * column("kd_weight") * per_student(lskd_loss(flat_student, flat_teacher, temperature(), "none"))
+        terms["lskd"] = weight("kd_weight") * per_student(lskd_loss(flat_student, flat_teacher, temperature(), "none"))
     elif name == "dkd":
         tckd = dkd_loss(flat_student, flat_teacher, flat_targets, 1.0, 0.0, temperature(), "none")
         nckd = dkd_loss(flat_student, flat_teacher, flat_targets, 0.0, 1.0, temperature(), "none")
-        terms["tckd"] = warm * column("alpha") * per_student(tckd)
-        terms["nckd"] = warm * column("beta") * per_student(nckd)
+        terms["tckd"] = weight("alpha") * per_student(tckd)
+        terms["nckd"] = weight("beta") * per_student(nckd)
     else:  # pragma: no cover - _STACKED lists exactly the names handled above
         raise ValueError(f"no stacked form for method {name!r}")
     return terms

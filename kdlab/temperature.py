@@ -16,6 +16,9 @@ paper speaks of power transforms, ``gamma = 1 / T``.
     temperature_for_entropy     the T with H(softmax(v / T)) = target, per sample
     smoothing_for_entropy       the label-smoothing epsilon whose target has a given entropy
 
+Functions of probabilities check that they are >= 0 and sum to 1 within 1% over the last dimension, then
+renormalise them (so float16/bfloat16 rounding cannot push an entropy above log K).
+
 The private ``_check_*`` validators at the bottom are shared with ``kdlab.losses``.
 """
 from __future__ import annotations
@@ -103,7 +106,7 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     Ranges from 0 (one-hot) to log K (uniform over K classes). Returns shape ``probs.shape[:-1]``.
     """
     _check_probs(probs, "probs")
-    p = probs.to(_compute_dtype(probs.dtype))
+    p = _renormalized(probs)
     return torch.special.entr(p).sum(-1).to(probs.dtype)
 
 
@@ -120,7 +123,7 @@ def renyi_entropy(probs: torch.Tensor, alpha) -> torch.Tensor:
         raise ValueError(f"alpha must be a number >= 0 (math.inf allowed), got {alpha!r}")
     alpha = float(alpha)
     _check_probs(probs, "probs")
-    p = probs.to(_compute_dtype(probs.dtype))
+    p = _renormalized(probs)
     if alpha == 0.0:
         result = torch.log((p > 0).sum(-1).to(p.dtype))
     elif math.isinf(alpha):
@@ -144,7 +147,7 @@ def power_sum(probs: torch.Tensor, gamma) -> torch.Tensor:
     """
     gamma = _check_positive_number(gamma, "gamma")
     _check_probs(probs, "probs")
-    p = probs.to(_compute_dtype(probs.dtype))
+    p = _renormalized(probs)
     return torch.logsumexp(gamma * p.log(), dim=-1).exp().to(probs.dtype)
 
 
@@ -294,6 +297,12 @@ def _check_probs(tensor, name: str) -> None:
     tolerance = 1e-2 + 4 * tensor.shape[-1] * torch.finfo(tensor.dtype).eps
     if p.numel() and float((p.sum(-1) - 1).abs().max()) > tolerance:
         raise ValueError(f"{name} must sum to 1 over the last dimension (tolerance {tolerance:.2g})")
+
+
+def _renormalized(probs: torch.Tensor) -> torch.Tensor:
+    """Checked probabilities in the compute dtype, divided by their sum (removes low-precision rounding)."""
+    p = probs.to(_compute_dtype(probs.dtype))
+    return p / p.sum(-1, keepdim=True)
 
 
 def _check_positive_number(value, name: str) -> float:

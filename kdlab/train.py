@@ -70,22 +70,27 @@ CACHE_FORMAT_VERSION = 1
 # test accuracy on the 8,000 training digits in well under a minute; distilling into "mlp64" on a
 # 1,000-image transfer set takes about a second. The student learning rate is kept small enough that
 # the T^2 factor of KD at T = 8..10 does not make SGD diverge.
+#
+# Teachers also have "augment": "dataset" applies the dataset's own augmentation (crop + flip for CIFAR,
+# none for MNIST), "shift" moves each digit by up to 2 pixels (never mirrored: a mirrored 2 is not a 2),
+# "none" trains on the images as they are. Students always follow the dataset (the training protocol).
 RECIPES = {
     "mnist10k": {
-        "teacher": {"epochs": 8, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
-                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine"},
+        "teacher": {"epochs": 10, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
+                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine", "augment": "shift"},
         "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.01, "batch_size": 64,
                     "weight_decay": 0.0, "momentum": 0.9, "schedule": None},
     },
     "cifar": {
         "teacher": {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
-                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step"},
+                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step", "augment": "dataset"},
         "student": {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
                     "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step"},
     },
 }
 
 _SETTING_NAMES = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "momentum", "schedule")
+_AUGMENT_CHOICES = ("dataset", "shift", "none")
 _EVAL_BATCH = 1024
 
 
@@ -95,12 +100,14 @@ _EVAL_BATCH = 1024
 
 def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimizer=None, lr=None,
                   batch_size=None, weight_decay=None, momentum=None, schedule=None, recipe=None,
-                  device="auto", compile=False, cache=True, checkpoint_dir=None, resume=False,
-                  progress=True):
+                  augment=None, device="auto", compile=False, cache=True, checkpoint_dir=None,
+                  resume=False, progress=True):
     """Train a teacher with cross-entropy; return ``(model, history)``.
 
     dataset: a name for ``kdlab.load_dataset`` or a ``Dataset``. model: a name for ``kdlab.create_model``
-    or an ``nn.Module`` (trained in place). Settings left as ``None`` come from the recipe (``RECIPES``).
+    or an ``nn.Module`` (trained in place). Settings left as ``None`` come from the recipe (``RECIPES``);
+    ``augment`` is "dataset" (the dataset's own augmentation), "shift" (random shifts of up to 2 pixels,
+    the mnist10k recipe) or "none".
 
     With ``cache=True`` and a model given by name, the weights are stored under ``cache_dir()`` keyed by
     (dataset contents, model, recipe settings, seed); the next call with the same key loads them instead
@@ -115,7 +122,7 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
     dataset = _resolve_dataset(dataset, device)
     settings = _resolve_recipe(recipe, dataset.name, "teacher", epochs=epochs, optimizer=optimizer, lr=lr,
                                batch_size=batch_size, weight_decay=weight_decay, momentum=momentum,
-                               schedule=schedule)
+                               schedule=schedule, augment=augment)
     _check_seed(seed)
     use_cache = cache and isinstance(model, str)
     model_name = model if isinstance(model, str) else type(model).__name__
@@ -274,12 +281,13 @@ def cache_dir():
 def _resolve_recipe(recipe, dataset_name, role, **explicit):
     """Effective settings: the recipe's values for ``role`` ("teacher"/"student"), overridden by every
     explicit argument that is not None, then validated. Returns a plain dict with the keys
-    epochs, optimizer, lr, batch_size, weight_decay, momentum, schedule."""
+    epochs, optimizer, lr, batch_size, weight_decay, momentum, schedule (and augment for teachers)."""
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
-    unknown = set(explicit) - set(_SETTING_NAMES)
+    known = _SETTING_NAMES + (("augment",) if role == "teacher" else ())
+    unknown = set(explicit) - set(known)
     if unknown:
-        raise TypeError(f"unknown training settings {sorted(unknown)}; known: {list(_SETTING_NAMES)}")
+        raise TypeError(f"unknown training settings {sorted(unknown)}; known: {list(known)}")
     if recipe is None:
         recipe = "cifar" if str(dataset_name).lower().startswith("cifar") else "mnist10k"
     if isinstance(recipe, str):
@@ -287,15 +295,17 @@ def _resolve_recipe(recipe, dataset_name, role, **explicit):
             raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a dict, got {recipe!r}")
         settings = dict(RECIPES[recipe][role])
     elif isinstance(recipe, dict):
-        unknown = set(recipe) - set(_SETTING_NAMES)
+        unknown = set(recipe) - set(known)
         if unknown:
-            raise ValueError(f"recipe has unknown keys {sorted(unknown)}; known: {list(_SETTING_NAMES)}")
+            raise ValueError(f"recipe has unknown keys {sorted(unknown)}; known: {list(known)}")
         settings = dict(RECIPES["mnist10k"][role], **recipe)
     else:
         raise TypeError(f"recipe must be None, a recipe name {sorted(RECIPES)} or a dict, "
                         f"got {type(recipe).__name__}")
     settings.update({k: v for k, v in explicit.items() if v is not None})
     _validate_settings(settings)
+    if role == "teacher" and settings["augment"] not in _AUGMENT_CHOICES:
+        raise ValueError(f"augment must be one of {list(_AUGMENT_CHOICES)}, got {settings['augment']!r}")
     if isinstance(settings["schedule"], (list, tuple)):
         settings["schedule"] = [int(m) for m in settings["schedule"]]
     settings["lr"] = float(settings["lr"])
@@ -461,11 +471,14 @@ def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, re
 
     train_images, train_targets = dataset.train_images, dataset.train_targets
     n_train = train_targets.shape[0]
+    augment = settings.get("augment", "dataset")  # students: always "dataset" (the training protocol)
+    if augment == "dataset":
+        augment = "crop_flip" if dataset.augment else "none"
     cached_teacher_logits = None
     if teacher is not None:
         teacher_was_training = teacher.training
         teacher.eval()
-        if reuse_teacher_logits and not dataset.augment and start_epoch < epochs:
+        if reuse_teacher_logits and augment == "none" and start_epoch < epochs:
             cached_teacher_logits = predict(teacher, train_images)
             _check_logits(cached_teacher_logits, dataset, "teacher")
 
@@ -496,8 +509,10 @@ def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, re
             for start in range(0, perm.shape[0], local_batch):
                 index = perm[start:start + local_batch]
                 images, targets = train_images[index], train_targets[index]
-                if dataset.augment:
+                if augment == "crop_flip":
                     images = augment_batch(images, generator=aug_gen)
+                elif augment == "shift":
+                    images = _shift_batch(images, generator=aug_gen)
                 images = _memory_format(images, model)
                 if teacher is None:
                     teacher_logits = None
@@ -586,6 +601,25 @@ def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, re
     frame = pd.DataFrame(history)
     frame.attrs["cached"] = False
     return model, frame
+
+
+def _shift_batch(images, generator, max_shift=2):
+    """Move every image by a random (dy, dx) in [-max_shift, max_shift]^2, filling with the background.
+
+    Written as padding + a random crop: (B, C, H, W) -> pad by max_shift with each image's corner value
+    (the normalised background of a digit) -> gather the (H, W) window starting at the drawn offsets.
+    Offsets come from the CPU ``generator``: ``randint(0, 2 * max_shift + 1, (B, 2))``.
+    """
+    batch, _, height, width = images.shape
+    offsets = torch.randint(0, 2 * max_shift + 1, (batch, 2), generator=generator).to(images.device)
+    background = images[:, :, :1, :1]
+    padded = background.expand(-1, -1, height + 2 * max_shift, width + 2 * max_shift).clone()
+    padded[:, :, max_shift:max_shift + height, max_shift:max_shift + width] = images
+    rows = (offsets[:, :1] + torch.arange(height, device=images.device))[:, None, :, None]
+    cols = (offsets[:, 1:] + torch.arange(width, device=images.device))[:, None, None, :]
+    batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows, cols]
 
 
 def _check_logits(logits, dataset, who):

