@@ -202,8 +202,6 @@ def _add_sweep_command(subparsers):
     command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
     command.add_argument("--teacher-epochs", type=int, default=None,
                          help="epochs of the teacher (default: the recipe's, see 'kdlab teacher --help')")
-    command.add_argument("--teacher-epochs", type=int, default=None,
-                         help="epochs of the teacher (default: its recipe's)")
     command.add_argument("--student", default="mlp64", choices=list_models(), metavar="NAME",
                          help="student architecture (default: mlp64)")
     command.add_argument("--transfer-size", type=int, default=1000,
@@ -293,8 +291,6 @@ def _add_study_command(subparsers):
                               "the teachers that 'origin' and 'granularity' train (default: cnn, or resnet32x4 "
                               "for CIFAR)")
     command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
-    command.add_argument("--teacher-epochs", type=int, default=None,
-                         help="epochs of the teacher (default: the recipe's, see 'kdlab teacher --help')")
     command.add_argument("--student", default=None, choices=list_models(), metavar="NAME",
                          help="student architecture (default: mlp64, or resnet8x4 for CIFAR)")
     command.add_argument("--temperatures", nargs="+", type=float, default=None, metavar="T",

@@ -216,21 +216,26 @@ def curves_vs_temperature(temperatures, curves, ylabel="", logy=False, reference
     """Several measured quantities against temperature (log x axis), one line per entry of ``curves``.
 
     ``curves`` maps a label to values (one per temperature). ``reference`` optionally maps a label to a
-    guide line drawn dashed in grey (e.g. a 1/T^2 slope). Method names as labels ("kd", "ttm") get their
-    fixed colours.
+    guide line drawn dashed in grey on top (e.g. a 1/T^2 slope, or a sum that should equal a curve). When
+    every label is a method name ("kd", "ttm", ...) the methods' fixed colours are used, else the palette
+    in order (so two curves never share a colour).
     """
     temperatures = _temperatures(temperatures)
     if not isinstance(curves, dict) or not curves:
         raise TypeError("curves must be a non-empty dict label -> values (one per temperature)")
     ax = _axes(ax)
+    all_methods = all(str(label).lower() in _METHOD_COLORS for label in curves)
     for index, (label, values) in enumerate(curves.items()):
         values = _array(values, f"curves[{label!r}]", ndim=1)
         if values.size != temperatures.size:
             raise ValueError(f"curves[{label!r}] must hold {temperatures.size} values, got {values.size}")
-        ax.plot(temperatures, values, marker="o", markersize=3.5, color=_color(label, index), label=str(label))
+        color = _color(label, index) if all_methods else _PALETTE[index % len(_PALETTE)]
+        ax.plot(temperatures, values, marker="o", markersize=3.5, color=color, label=str(label))
     for label, values in (reference or {}).items():
         values = _array(values, f"reference[{label!r}]", ndim=1)
-        ax.plot(temperatures, values, linestyle="--", color="#888888", linewidth=1.2, label=str(label))
+        if values.size != temperatures.size:
+            raise ValueError(f"reference[{label!r}] must hold {temperatures.size} values, got {values.size}")
+        ax.plot(temperatures, values, linestyle="--", color="#555555", linewidth=1.3, label=str(label), zorder=3)
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")

@@ -110,7 +110,7 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
     the mnist10k recipe) or "none".
 
     With ``cache=True`` and a model given by name, the weights are stored under ``cache_dir()`` keyed by
-    (dataset contents, model, recipe settings, seed); the next call with the same key loads them instead
+    (dataset contents, model name and layers, recipe settings, seed); the next call with the same key loads them instead
     of training (``history.attrs["cached"]`` is then True). A corrupt cache file is reported with a
     warning and the teacher is trained again.
 
@@ -129,11 +129,12 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
 
     cache_path = None
     if use_cache:
+        cached_model = _resolve_model(model, dataset, seed, "model")
         key = {"format": CACHE_FORMAT_VERSION, "dataset": dataset.name,
                "fingerprint": _dataset_fingerprint(dataset), "model": model_name,
+               "architecture": hashlib.sha256(repr(cached_model).encode()).hexdigest()[:16],
                "recipe": settings, "seed": seed}
         cache_path = _teacher_cache_path(dataset.name, model_name, seed, key)
-        cached_model = _resolve_model(model, dataset, seed, "model")
         history = _load_cached_teacher(cache_path, key, cached_model, device)
         if _all_ranks_agree(history is not None, device):
             cached_model.to(device).eval()

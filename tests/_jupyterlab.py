@@ -102,11 +102,12 @@ class JupyterLabServer:
     """A JupyterLab server on 127.0.0.1 serving a temporary copy of ``notebooks``; use as a context manager.
 
     ``cache_dir`` becomes $KDLAB_CACHE of the kernels (so a trained teacher can be shared with other tests).
-    ``log_path`` receives the server's stdout/stderr.
+    ``log_path`` receives the server's stdout/stderr; ``extra_env`` is added to the server's (and kernels')
+    environment.
     """
 
     def __init__(self, notebooks: Path, work_dir: Path, cache_dir: Path, log_path: Path | None = None,
-                 startup_timeout: float = 60.0):
+                 startup_timeout: float = 60.0, extra_env: dict[str, str] | None = None):
         self.work_dir = Path(work_dir)
         self.root_dir = self.work_dir / "notebooks"
         shutil.copytree(notebooks, self.root_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
@@ -116,6 +117,7 @@ class JupyterLabServer:
         self.log_path = Path(log_path) if log_path else self.work_dir / "jupyterlab.log"
         self.cache_dir = Path(cache_dir)
         self.startup_timeout = startup_timeout
+        self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen | None = None
         self._log_file = None
 
@@ -133,6 +135,7 @@ class JupyterLabServer:
             PYTHONUNBUFFERED="1",
         )
         env.pop("MPLBACKEND", None)  # notebooks rely on the inline backend
+        env.update(self.extra_env)
         return env
 
     def _write_settings(self) -> None:
@@ -194,7 +197,9 @@ class JupyterLabServer:
             return ""
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
+        """The notebook in a fresh workspace of its own (so several tabs can be open at once)."""
+        workspace = re.sub(r"[^A-Za-z0-9]+", "-", Path(name).stem)
+        return f"{self.url}/lab/workspaces/{workspace}/tree/{name}?token={self.token}&reset"
 
     def stop(self) -> None:
         """Stop the server (it shuts its kernels down), then kill whatever of ours is left."""
@@ -320,11 +325,14 @@ class NotebookPage:
             timeout=self.budget.remaining_ms(cap_seconds)
         )
 
-    def run_all_cells(self, cap_seconds: float) -> None:
-        """Run > Run All Cells, then wait until the last cell has finished (or one has failed)."""
+    def start_run_all(self) -> None:
+        """Run > Run All Cells (returns at once; ``wait_for_run_all`` waits for the cells)."""
         self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         self.snap("running")
+
+    def wait_for_run_all(self, cap_seconds: float) -> None:
+        """Wait until the last cell has finished (or one has failed and JupyterLab cancelled the rest)."""
         try:
             self.page.wait_for_function(
                 _RUN_FINISHED_JS,

@@ -39,6 +39,24 @@ def test_method_colours_are_fixed_across_figures():
     assert matplotlib.colors.same_color(second.lines[0].get_color(), plots._color("kd"))
 
 
+def test_curves_get_distinct_colours_unless_all_are_methods():
+    mixed = plots.curves_vs_temperature([1, 2], {"ttm": [1, 2], "KD part": [2, 3], "other": [0, 1]}).axes[0]
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in mixed.lines]
+    assert len(set(colours)) == 3
+
+
+def test_style_survives_backend_activation_inside_the_block():
+    # The inline backend switches interactive mode on when the first figure is made inside _style();
+    # the style must restore only its own keys, or later figures would not be shown in Jupyter.
+    before = matplotlib.is_interactive()
+    try:
+        with plots._style():
+            matplotlib.interactive(not before)
+        assert matplotlib.is_interactive() == (not before)
+    finally:
+        matplotlib.interactive(before)
+
+
 def test_tempered_distributions_bars_are_the_tempered_softmax():
     logits = torch.tensor([3.0, 1.0, 0.2, -1.0, -2.5], dtype=torch.float64)
     temperatures = [0.5, 1, 4, 40]
@@ -82,6 +100,8 @@ def test_curves_vs_temperature_values_and_reference():
     assert ax.get_yscale() == "log"
     assert list(ax.lines[0].get_ydata()) == [1, 1e-2, 1e-4]
     assert ax.lines[1].get_linestyle() == "--"
+    with pytest.raises(ValueError, match="reference"):
+        plots.curves_vs_temperature([1, 10, 100], {"x": [1, 2, 3]}, reference={"guide": [1, 2]})
     with pytest.raises(ValueError, match="3 values"):
         plots.curves_vs_temperature([1, 10, 100], {"x": [1, 2]})
     with pytest.raises(ValueError, match="temperatures"):

@@ -458,15 +458,25 @@ def test_run_study_entropy_and_relational_on_a_tiny_grid(tiny_setup):
 
 
 @pytest.mark.slow
-def test_run_study_origin_and_granularity_on_a_tiny_grid(tiny_setup):
+def test_run_study_origin_on_a_tiny_grid(tiny_setup):
     data, teacher, out = tiny_setup
-    origin = run_study("origin", teacher, data, out=out, progress=False, **_TINY)
+    small = data.transfer_set(2000)  # the study trains its own teachers: keep them cheap
+    origin = run_study("origin", teacher, small, out=out, progress=False, **_TINY)
     assert set(origin["teacher"]) == {"scratch", "pretrained+finetuned"}
-    assert bool(origin["teacher_acc"].between(50, 100).all())
-    granularity = run_study("granularity", teacher, data, out=out, progress=False, **_TINY)
+    assert bool(origin["teacher_acc"].between(30, 100).all())
+    assert origin.groupby("teacher")["teacher_acc"].nunique().tolist() == [1, 1]
+    final = origin[origin["epoch"] == origin["epochs"]]
+    assert final.groupby("teacher").size().tolist() == [4, 4]  # 2 temperatures x 2 seeds per teacher
+
+
+@pytest.mark.slow
+def test_run_study_granularity_on_a_tiny_grid(tiny_setup):
+    data, teacher, out = tiny_setup
+    small = data.transfer_set(2000)
+    granularity = run_study("granularity", teacher, small, out=out, progress=False, **_TINY)
     assert set(granularity["task"]) == {"fine (10 classes)", "coarse (5 groups)"}
     coarse = granularity[granularity["task"] == "coarse (5 groups)"]
-    assert coarse["test_acc"].max() > 40  # a 5-class task, better than chance
+    assert coarse["test_acc"].max() > 25  # a 5-class task: above chance (20 %)
     verdict = conclude_best_temperature_shift(granularity, "task", "granularity matters")
     assert verdict.text.count("best T") == 2
 

@@ -196,14 +196,12 @@ def test_shift_augmentation_moves_digits_without_mirroring(small):
     generator = torch.Generator().manual_seed(0)
     shifted = train._shift_batch(images, generator, max_shift=2)
     offsets = torch.randint(0, 5, (64, 2), generator=torch.Generator().manual_seed(0)) - 2
-    background = images[0, 0, 0, 0]
     for image, moved, (dy, dx) in zip(images, shifted, offsets.tolist()):
         # MNIST digits sit inside the central 20x20 box, so a 2-pixel move loses nothing:
         # the output is the input translated by (-dy, -dx).
         expected = torch.roll(image, shifts=(-dy, -dx), dims=(1, 2))
         assert torch.equal(moved, expected)
     assert (shifted != images).flatten(1).any(1).float().mean() > 0.8
-    assert torch.all(shifted[:, :, :, :1] == background) or True
 
 
 def test_teacher_augmentation_setting(small):
@@ -305,7 +303,7 @@ def test_cache_can_be_disabled_and_modules_are_not_cached(small):
 
 
 def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, monkeypatch):
-    kwargs = dict(method="ctkd", epochs=4, schedule="cosine", progress=False)
+    kwargs = dict(method="ctkd", epochs=4, schedule=[2, 3], progress=False)
     reference, reference_history = distill(teacher, small, **kwargs)
 
     real_evaluate, calls = train.evaluate, []
