@@ -95,7 +95,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
 
     grid: dict mapping a field to a list of values; the sweep runs their Cartesian product. Fields: "method",
     "temperature", "seed", "optimizer", "lr", "batch_size", "weight_decay", "momentum", "schedule", "epochs",
-    "student" and any method hyper-parameter ("beta", "warmup", ...). ``**common`` gives single values of the
+    "student" (overrides ``student``) and any method hyper-parameter ("beta", "warmup", ...). ``**common`` gives single values of the
     same fields for every configuration (``method="kd"`` is the default). Settings left out come from the
     recipe, exactly as in ``kdlab.distill``. Methods without a temperature ("ce", "label_smoothing") are run
     once per combination of the other fields, with temperature NaN in the table.
@@ -119,9 +119,8 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     dataset = _resolve_dataset(dataset, device)
     if epochs is not None:
         common["epochs"] = epochs
-    if "student" in common:
-        raise TypeError("give the student with student=..., or vary it with grid={'student': [...]}")
-    common["student"] = student
+    if not (isinstance(grid, dict) and "student" in grid):  # grid={"student": [...]} varies it instead
+        common["student"] = student
     configs = [_resolve_config(raw, dataset, recipe) for raw in expand_grid(grid, **common)]
     configs = _deduplicate(configs)
 

@@ -177,6 +177,7 @@ def test_reused_teacher_logits_give_the_same_student_as_a_teacher_run_on_every_b
     reused, history_reused = distill(some_teacher, small, method="kd", epochs=2, progress=False)
     per_batch, history_per_batch = distill(some_teacher, small, method="kd", epochs=2, progress=False,
                                            reuse_teacher_logits=False)
+    assert len(history_reused) == 2
     assert _same_weights(reused, per_batch)
     assert _without_seconds(history_reused).equals(_without_seconds(history_per_batch))
     assert some_teacher.training  # the caller's module is handed back in the mode it came in
