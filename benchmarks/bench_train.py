@@ -126,7 +126,8 @@ def main():
         spread = f" ± {statistics.stdev(accuracies):.2f}" if len(accuracies) > 1 else ""
         print(f"{name:20s} time {statistics.mean(times):6.2f} s   test accuracy {statistics.mean(accuracies):6.2f}"
               f"{spread} %  ({len(values)} seeds)")
-    ratio = statistics.mean(t for t, _ in rows["kd (tutorial loop)"]) / statistics.mean(t for t, _ in rows["kd (kdlab)"])
+    ratio = (statistics.mean(t for t, _ in rows["kd (tutorial loop)"])
+             / statistics.mean(t for t, _ in rows["kd (kdlab)"]))
     gap = (statistics.mean(a for _, a in rows["kd (kdlab)"])
            - statistics.mean(a for _, a in rows["kd (tutorial loop)"]))
     print(f"\nkdlab distill is {ratio:.1f}x faster than the tutorial loop; accuracy difference {gap:+.2f} points")

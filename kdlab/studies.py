@@ -754,7 +754,10 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     For each batch size, compares the best temperature at ``early_epoch`` with the best at the final epoch.
     Agrees when the final best is larger for every batch size, disagrees when it is never larger.
     """
-    claim = f"with {optimizer.upper() if optimizer == 'sgd' else optimizer}, small temperatures are best early and larger ones later"
+    name = {"sgd": "SGD", "adamw": "AdamW"}.get(optimizer, optimizer)
+    claim = f"with {name}, small temperatures are best early in training and larger ones later"
+    if optimizer != "sgd":
+        claim = f"(for contrast; the paper claims this for SGD) {claim}"
     rows = results[results["optimizer"] == optimizer]
     if rows.empty:
         raise ValueError(f"results must contain optimizer {optimizer!r}")

@@ -78,7 +78,7 @@ RECIPES = {
     "mnist10k": {
         "teacher": {"epochs": 10, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
                     "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine", "augment": "shift"},
-        "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.01, "batch_size": 64,
+        "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.02, "batch_size": 64,
                     "weight_decay": 0.0, "momentum": 0.9, "schedule": None},
     },
     "cifar": {
@@ -110,8 +110,8 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
     the mnist10k recipe) or "none".
 
     With ``cache=True`` and a model given by name, the weights are stored under ``cache_dir()`` keyed by
-    (dataset contents, model name and layers, recipe settings, seed); the next call with the same key loads them instead
-    of training (``history.attrs["cached"]`` is then True). A corrupt cache file is reported with a
+    (dataset contents, model name and layers, recipe settings, seed); the next call with the same key
+    loads them instead of training (``history.attrs["cached"]`` is then True). A corrupt cache file is reported with a
     warning and the teacher is trained again.
 
     history: one row per epoch with "epoch", "ce", "loss", "train_acc", "test_acc" (percent), "lr",
@@ -466,7 +466,8 @@ def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, re
     forward_model = model
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
-        forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        forward_model = DistributedDataParallel(model, device_ids=device_ids)
     if compile:
         forward_model = torch.compile(forward_model)
 

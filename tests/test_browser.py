@@ -150,10 +150,10 @@ def running(lab, browser, warm_teacher, shots_dir, budget):
             except Exception as error:
                 tabs[name].snap("failure")
                 tabs[name] = error
-        try:
-            warm_teacher.wait(timeout=budget.remaining_ms(120) / 1000)
+        try:  # started together, each notebook would train its own copy of a cold teacher
+            warm_teacher.wait(timeout=budget.remaining_ms() / 1000)
         except subprocess.TimeoutExpired:
-            pass  # the notebooks train it themselves then; their own waits report the time
+            pass  # out of time: the waits below report it
         for name, tab in tabs.items():
             if isinstance(tab, NotebookPage):
                 try:

@@ -102,7 +102,8 @@ def test_teacher_writes_history_config_result_and_weights(tmp_path, capsys):
 
 def test_distill_with_method_temperature_and_overrides(tmp_path):
     out = tmp_path / "run"
-    assert main(["distill", "--teacher", "mlp16", "--teacher-epochs", "1", "--student", "mlp16", "--method", "wttm", "--temperature", "5",
+    assert main(["distill", "--teacher", "mlp16", "--teacher-epochs", "1", "--student", "mlp16",
+                 "--method", "wttm", "--temperature", "5",
                  "--set", "beta=2", "--transfer-size", "300", "--epochs", "2", "--out", str(out),
                  "--no-progress"]) == 0
     history = pd.read_csv(out / "history.csv")

@@ -212,6 +212,7 @@ def test_sweep_learnable_and_dynamic_temperatures_equal_distill(transfer, teache
             np.testing.assert_allclose(rows["temperature_max"], history["temperature_max"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher):
     calls = []
     original = sweep_module._train_group
@@ -243,6 +244,7 @@ def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher
 # ----------------------------------------------------------------------------------------------------------
 # Output folder: atomic group files, rerun skips finished groups
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_retraining(transfer, teacher, tmp_path):
     grid = {"batch_size": [48, 64], "temperature": [1.0, 4.0]}  # two groups
     calls = []
