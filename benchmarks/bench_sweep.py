@@ -9,8 +9,9 @@ Targets (issue "Temperature sweeps at the speed of one run"): (c) <= 2.5x the wa
 >= 15x faster than (a), peak RSS of (c) <= 1.5 GB. It also reports the model FLOPs (c) ran per second against
 the fp32 matmul GFLOP/s measured here (aim: >= 40 %).
 
-FLOPs are counted analytically: a linear layer costs 2 * in * out per sample forward, the backward pass twice
-that (student training: 3x forward); the convolutions of the "cnn" teacher 2 * H * W * C_out * C_in * 9.
+FLOPs are counted analytically: a linear layer costs 2 * in * out per image forward, as much again for its
+weight gradient and for its input gradient (not computed for the first layer, whose input is the image); the
+convolutions of the "cnn" teacher 2 * H * W * C_out * C_in * 9 per image.
 Test accuracy is evaluated every epoch by (b) and (c) (2,000 test images, forward only), at the end by (a).
 
     python benchmarks/bench_sweep.py            # prints the figures; about a minute on 2 cores
@@ -32,6 +33,14 @@ TEMPERATURES = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
 
 def mlp_forward_flops(model):
     return sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def mlp_training_flops(model):
+    """Forward + backward of one image: every layer's forward and weight gradient, and the input gradient of
+    every layer but the first (the images need no gradient, so autograd skips it): about 2x the forward."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    forward = [2 * m.in_features * m.out_features for m in layers]
+    return 2 * sum(forward) + sum(forward[1:])
 
 
 def cnn_forward_flops(model, image_shape):
@@ -148,6 +157,7 @@ def main():
     runs, epochs = len(TEMPERATURES), args.epochs
     n_train, n_test = transfer.train_targets.shape[0], transfer.test_targets.shape[0]
     student_flops = mlp_forward_flops(create_model("mlp64"))
+    train_flops = mlp_training_flops(create_model("mlp64"))
     teacher_flops = cnn_forward_flops(teacher, transfer.input_shape)
     peak = matmul_gflops()
     print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul 1024^3: "
@@ -178,10 +188,10 @@ def main():
     result = json.loads(child.stdout.strip().splitlines()[-1])
     seconds_c, cpu_c = result["seconds"], result["cpu_seconds"]
 
-    # FLOPs that (c) ran: students train (3x forward) on every transfer image and evaluate the test set each
+    # FLOPs that (c) ran: students train (about 2x forward) on every transfer image and evaluate the test set each
     # epoch; the teacher runs once over the transfer set (its logits are cached and shared).
-    flops_c = runs * epochs * (3 * n_train + n_test) * student_flops + n_train * teacher_flops
-    flops_a = runs * epochs * n_train * (3 * student_flops + teacher_flops) + runs * n_test * student_flops
+    flops_c = runs * epochs * (n_train * train_flops + n_test * student_flops) + n_train * teacher_flops
+    flops_a = runs * epochs * n_train * (train_flops + teacher_flops) + runs * n_test * student_flops
     utilisation = flops_c / seconds_c / 1e9 / peak
 
     print()

@@ -78,7 +78,7 @@ RECIPES = {
     "mnist10k": {
         "teacher": {"epochs": 10, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
                     "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine", "augment": "shift"},
-        "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.02, "batch_size": 64,
+        "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.01, "batch_size": 64,
                     "weight_decay": 0.0, "momentum": 0.9, "schedule": None},
     },
     "cifar": {

@@ -73,8 +73,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _end_with_parent() -> None:
-    """In the child before exec (Linux): get SIGTERM when the test process dies, even by SIGKILL."""
+def end_with_parent() -> None:
+    """``preexec_fn`` for a child process (Linux): it gets SIGTERM when the test process dies, even by SIGKILL."""
     try:
         import ctypes
 
@@ -172,7 +172,7 @@ class JupyterLabServer:
             command, cwd=self.root_dir, env=self._environment(),
             stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # own process group, so stop() can end it and its children
-            preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=end_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + self.startup_timeout
         status_url = f"{self.url}/api/status?token={self.token}"

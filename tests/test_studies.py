@@ -419,10 +419,11 @@ def tiny_setup(tmp_path_factory):
 @pytest.mark.slow
 def test_run_study_methods_and_training_on_a_tiny_grid(tiny_setup):
     data, teacher, out = tiny_setup
-    methods = run_study("methods", teacher, data, out=out, progress=False, methods=("kd", "dkd"), **_TINY)
+    methods = run_study("methods", teacher, data, out=out, progress=False, methods=("kd", "ttm", "dkd"), **_TINY)
     final = methods[methods["epoch"] == methods["epochs"]]
-    assert set(methods["study"]) == {"methods"} and len(final) == 2 * 2 * 2
-    assert sorted(final.groupby(["method", "temperature"]).size().tolist()) == [2, 2, 2, 2]
+    assert set(methods["study"]) == {"methods"} and len(final) == 3 * 2 * 2
+    assert final.groupby(["method", "temperature"]).size().tolist() == [2] * 6
+    assert set(final.loc[final["method"] == "ttm", "beta"]) == {3.0}  # STUDY_SETTINGS' method_overrides
     assert bool(final["test_acc"].between(0, 100).all()) and final["test_acc"].max() > 15  # above chance (10 %)
     assert set(final.loc[final["method"] == "dkd", "warmup"]) == {1}
     assert isinstance(conclude_methods(methods).agrees, (bool, type(None)))
@@ -431,6 +432,9 @@ def test_run_study_methods_and_training_on_a_tiny_grid(tiny_setup):
     assert set(training["optimizer"]) == {"sgd", "adamw"} and set(training["batch_size"]) == {32, 128}
     assert set(training["epoch"]) == {1, 2} and set(training["early_epoch"]) == {1}
     assert set(training.loc[training["optimizer"] == "adamw", "lr"]) == {0.001}
+    from kdlab.train import RECIPES
+
+    assert set(training.loc[training["optimizer"] == "sgd", "lr"]) == {RECIPES["mnist10k"]["student"]["lr"]}
     assert len(training) == 2 * 2 * 2 * 2 * 2  # optimizers x batch sizes x temperatures x seeds x epochs
 
 
