@@ -25,8 +25,10 @@ lab: $(STAMP)
 
 test: unit notebooks
 
+# The browser test runs last, so it finds the teacher the other tests already trained and cached.
 unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not browser"
+	$(PY) -m pytest tests -m browser
 
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/

@@ -483,6 +483,7 @@ class _StudyContext:
     out: object
     progress: bool
     device: object
+    configs_so_far: int = 0
 
     def sweep(self, teacher, transfer=None, grid=None, **common):
         from kdlab.sweep import sweep
@@ -490,8 +491,12 @@ class _StudyContext:
         grid = {"temperature": list(self.settings["temperatures"]), "seed": list(self.settings["seeds"]),
                 **(grid or {})}
         common.setdefault("epochs", self.settings["epochs"])
-        return sweep(teacher, self.transfer if transfer is None else transfer, student=self.settings["student"],
-                     grid=grid, out=self.out, progress=self.progress, device=self.device, **common)
+        frame = sweep(teacher, self.transfer if transfer is None else transfer, student=self.settings["student"],
+                      grid=grid, out=self.out, progress=self.progress, device=self.device, **common)
+        # Number the configurations across all the sweeps of a study (each sweep counts from 0).
+        frame["config"] += self.configs_so_far
+        self.configs_so_far = int(frame["config"].max()) + 1
+        return frame
 
     def teacher_model(self, dataset, epochs, model=None, **kwargs):
         """A cheap teacher of ``settings['teacher_model']`` trained on ``dataset``, and its test accuracy."""
@@ -737,7 +742,8 @@ def conclude_optimizers(results: pd.DataFrame) -> Verdict:
 
     Robustness = the range (best minus worst mean accuracy over temperatures) at the final epoch, for each
     batch size. Agrees when AdamW's range is smaller for every batch size and clearly so (by more than the
-    largest seed std involved) for at least one; disagrees when SGD's is smaller for every batch size.
+    largest seed std involved) for at least one; disagrees in the mirror case (SGD's range smaller for every
+    batch size, clearly so for one); inconclusive otherwise.
     """
     claim = "AdamW is more robust to the temperature than SGD"
     summary = summarize(results, ["optimizer", "batch_size", "temperature"])
@@ -750,18 +756,31 @@ def conclude_optimizers(results: pd.DataFrame) -> Verdict:
                 raise ValueError(f"results must have optimizer {optimizer!r} for batch size {batch_size}")
             ranges[optimizer] = float(means.max() - means.min())
         smaller.append(ranges["adamw"] < ranges["sgd"])
-        clearly.append(ranges["sgd"] - ranges["adamw"] > noise)
+        clearly.append(abs(ranges["sgd"] - ranges["adamw"]) > noise)
         parts.append(f"batch {batch_size}: range over T {ranges['adamw']:.1f} points with AdamW vs "
                      f"{ranges['sgd']:.1f} with SGD (largest seed std {noise:.1f})")
-    agrees = True if all(smaller) and any(clearly) else (False if not any(smaller) else None)
+    agrees = _all_or_none(smaller, clearly)
     return Verdict(claim, agrees, "; ".join(parts) + ".")
+
+
+def _all_or_none(holds, decisive) -> bool | None:
+    """True when the claim holds in every case and decisively in one, False in the mirror case, else None."""
+    if not any(decisive):
+        return None
+    if all(holds) and any(d for h, d in zip(holds, decisive) if h):
+        return True
+    if not any(holds):
+        return False
+    return None
 
 
 def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer: str = "sgd") -> Verdict:
     """Study 3. Claim: with SGD, small temperatures are best early in training and larger ones later.
 
     For each batch size, compares the best temperature at ``early_epoch`` with the best at the final epoch.
-    Agrees when the final best is larger for every batch size, disagrees when it is never larger.
+    A comparison is decisive when one epoch's best temperature is clearly worse than the other's best at that
+    other epoch. Agrees when the final best is larger for every batch size (decisively for one), disagrees
+    when it is never larger (decisively for one), inconclusive otherwise.
     """
     name = {"sgd": "SGD", "adamw": "AdamW"}.get(optimizer, optimizer)
     claim = f"with {name}, small temperatures are best early in training and larger ones later"
@@ -770,17 +789,17 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     rows = results[results["optimizer"] == optimizer]
     if rows.empty:
         raise ValueError(f"results must contain optimizer {optimizer!r}")
-    parts, later_larger = [], []
+    parts, later_larger, decisive = [], [], []
     for batch_size, group in rows.groupby("batch_size"):
         early = best_temperature(summarize(group, "temperature", epoch=early_epoch))
         final_summary = summarize(group, "temperature")
         final = best_temperature(final_summary)
         last_epoch = int(group["epoch"].max())
         later_larger.append(final[0] > early[0])
+        decisive.append(early[0] not in final[1] or final[0] not in early[1])
         parts.append(f"batch {batch_size}: best T {early[0]:g} at epoch {early_epoch} (indistinguishable: "
                      f"{_temps(early[1])}) vs {final[0]:g} at epoch {last_epoch} (indistinguishable: {_temps(final[1])})")
-    agrees = True if all(later_larger) else (False if not any(later_larger) else None)
-    return Verdict(claim, agrees, "; ".join(parts) + ".")
+    return Verdict(claim, _all_or_none(later_larger, decisive), "; ".join(parts) + ".")
 
 
 def conclude_entropy(results: pd.DataFrame) -> Verdict:
@@ -788,7 +807,8 @@ def conclude_entropy(results: pd.DataFrame) -> Verdict:
 
     ``results`` has a "target" column with "teacher" and "label_smoothing" rows per temperature. Agrees
     (the teacher carries more than its entropy) when the teacher is clearly better at some temperatures
-    and never clearly worse; disagrees when it is never clearly better.
+    and never clearly worse; disagrees when label smoothing is clearly better at some temperatures and the
+    teacher never is; inconclusive otherwise (e.g. everything within the seed spread).
     """
     claim = "the tempered teacher gives the student more than a label-smoothing target of the same entropy"
     summary = summarize(results, ["target", "temperature"])
@@ -799,7 +819,7 @@ def conclude_entropy(results: pd.DataFrame) -> Verdict:
         outcome[differ(teacher.at[t, "mean"], teacher.at[t, "std"], smooth.at[t, "mean"], smooth.at[t, "std"])].append(t)
     text = (f"the teacher is clearly better at T = {_temps(outcome[1])}, indistinguishable at {_temps(outcome[0])}, "
             f"clearly worse at {_temps(outcome[-1])}.")
-    agrees = True if outcome[1] and not outcome[-1] else (False if not outcome[1] else None)
+    agrees = True if outcome[1] and not outcome[-1] else (False if outcome[-1] and not outcome[1] else None)
     return Verdict(claim, agrees, text)
 
 
@@ -808,7 +828,8 @@ def conclude_relational(results: pd.DataFrame) -> Verdict:
 
     ``results`` has an "ablation" column ("none" = the full teacher). For each ablation, the temperatures at
     which the full teacher is clearly better / worse. Agrees when every ablation is clearly worse at some
-    temperature and clearly better at none; disagrees when no ablation is ever clearly worse.
+    temperature and clearly better at none; disagrees when no ablation is ever clearly worse and some
+    ablation is clearly better somewhere; inconclusive otherwise (e.g. everything within the seed spread).
     """
     claim = "removing the teacher's relational information (which wrong classes look alike) hurts the student"
     summary = summarize(results, ["ablation", "temperature"])
@@ -826,7 +847,7 @@ def conclude_relational(results: pd.DataFrame) -> Verdict:
         parts.append(f"{ablation}: worse than the full teacher at T = {_temps(outcome[1])}, better at {_temps(outcome[-1])}")
     if not parts:
         raise ValueError("results must contain at least one ablation besides 'none'")
-    agrees = True if all(hurts) and not any(helps) else (False if not any(hurts) else None)
+    agrees = True if all(hurts) and not any(helps) else (False if not any(hurts) and any(helps) else None)
     return Verdict(claim, agrees, "; ".join(parts) + ".")
 
 
@@ -834,7 +855,8 @@ def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: s
     """Study 6. Claim: the best temperature depends on ``column`` (e.g. "teacher" origin or "task" granularity).
 
     Agrees when the best temperatures differ and their sets of indistinguishable-from-best temperatures do
-    not overlap; disagrees when the best temperature is the same; inconclusive otherwise.
+    not overlap; disagrees when the best temperature is the same and it is clearly better than some other
+    temperature for every setting (a real peak, in the same place); inconclusive otherwise.
     """
     summary = summarize(results, [column, "temperature"])
     bests, parts = {}, []
@@ -846,8 +868,9 @@ def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: s
         raise ValueError(f"results must have at least two values in column {column!r}")
     best_values = {b[0] for b in bests.values()}
     tied_sets = [set(b[1]) for b in bests.values()]
+    peaked = all(len(tied) < summary["temperature"].nunique() for tied in tied_sets)
     if len(best_values) == 1:
-        agrees = False
+        agrees = False if peaked else None
     elif set.intersection(*tied_sets):
         agrees = None
     else:

@@ -313,10 +313,19 @@ class NotebookPage:
 
     def open(self) -> None:
         """Load JupyterLab on this notebook (fresh workspace) and wait until its kernel is idle."""
-        self.page.goto(self.server.notebook_url(self.name), timeout=self.budget.remaining_ms(60))
-        self.page.wait_for_selector(_NOTEBOOK, timeout=self.budget.remaining_ms(60))
-        self.wait_for_kernel_idle(cap_seconds=60)
-        if self.page.locator("#jp-left-stack").is_visible():  # more room for the notebook
+        self.begin_open()
+        self.finish_open()
+
+    def begin_open(self) -> None:
+        """Start loading JupyterLab on this notebook; returns once the server answered (tabs load in parallel)."""
+        self.page.goto(self.server.notebook_url(self.name), wait_until="commit",
+                       timeout=self.budget.remaining_ms(60))
+
+    def finish_open(self) -> None:
+        """Wait until the notebook is shown and its kernel is idle; hide the file browser for room."""
+        self.page.wait_for_selector(_NOTEBOOK, timeout=self.budget.remaining_ms(90))
+        self.wait_for_kernel_idle(cap_seconds=90)
+        if self.page.locator("#jp-left-stack").is_visible():
             self.page.keyboard.press("Control+b")
         self.snap("opened")
 

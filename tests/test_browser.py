@@ -22,12 +22,12 @@ a teacher trained by another test is reused), otherwise a temporary cache. Every
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -68,9 +68,7 @@ def chromium_path():
     path = find_chromium()
     if path is None:
         _unavailable("Chromium was not found")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         _unavailable("the Python package playwright is not installed (pip install playwright)")
     return path
 
@@ -141,22 +139,29 @@ def browser(chromium_path, lab):
 
 
 @pytest.fixture(scope="module")
-def running(lab, browser, warm_teacher, shots_dir, budget):
-    """Each notebook open in its own tab with "Run All Cells" started; name -> NotebookPage or the error."""
+def running(request, lab, browser, warm_teacher, shots_dir, budget):
+    """Each selected notebook open in its own tab with "Run All Cells" started; name -> NotebookPage or error."""
+    selected = [
+        item.callspec.params["notebook"] for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "notebook" in item.callspec.params
+    ]
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(30_000)
     tabs: dict[str, NotebookPage | BaseException] = {}
     try:
-        for name in SLIDERS:
+        for name in selected:
             if not (NOTEBOOKS / name).is_file():
                 tabs[name] = FileNotFoundError(f"{NOTEBOOKS / name} is missing")
                 continue
             tabs[name] = NotebookPage(context.new_page(), lab, name, shots_dir, budget)
-            try:
-                tabs[name].open()
-            except Exception as error:
-                tabs[name].snap("failure")
-                tabs[name] = error
+        for step in ("begin_open", "finish_open"):  # the tabs load in parallel
+            for name, tab in tabs.items():
+                if isinstance(tab, NotebookPage):
+                    try:
+                        getattr(tab, step)()
+                    except Exception as error:
+                        tab.snap("failure")
+                        tabs[name] = error
         try:  # started together, each notebook would train its own copy of a cold teacher
             warm_teacher.wait(timeout=budget.remaining_ms() / 1000)
         except subprocess.TimeoutExpired:

@@ -313,6 +313,7 @@ def test_conclude_optimizers():
     assert conclude_optimizers(_optimizer_results(sgd_spread=6, adamw_spread=1)).agrees is True
     assert conclude_optimizers(_optimizer_results(sgd_spread=1, adamw_spread=6)).agrees is False
     assert conclude_optimizers(_optimizer_results(sgd_spread=1.2, adamw_spread=1.0)).agrees is None
+    assert conclude_optimizers(_optimizer_results(sgd_spread=1.0, adamw_spread=1.2)).agrees is None
 
 
 def test_conclude_training_length_compares_best_temperatures_early_and_late():
@@ -326,6 +327,8 @@ def test_conclude_training_length_compares_best_temperatures_early_and_late():
     assert verdict.agrees is True and "best T 1 at epoch 1" in verdict.text
     flipped = frame.assign(epoch=frame["epoch"].map({1: 5, 5: 1}))
     assert conclude_training_length(flipped, early_epoch=1).agrees is False
+    noisy = frame.assign(test_acc=frame["test_acc"] + 20 * frame["seed"])  # std 14: nothing is decisive
+    assert conclude_training_length(noisy, early_epoch=1).agrees is None
 
 
 def test_conclude_entropy_and_relational():
@@ -343,8 +346,17 @@ def test_conclude_entropy_and_relational():
     verdict = conclude_relational(_frame(rows, ["ablation", "temperature"]))
     assert verdict.agrees is None and "shuffle: worse than the full teacher at T = {4}" in verdict.text
     better_without = _frame([("none", 4.0, s, 1, 80.0 + s) for s in (0, 1)] +
-                            [("shuffle", 4.0, s, 1, 80.2 + s) for s in (0, 1)], ["ablation", "temperature"])
+                            [("shuffle", 4.0, s, 1, 85.0 + s) for s in (0, 1)], ["ablation", "temperature"])
     assert conclude_relational(better_without).agrees is False
+    within_noise = _frame([("none", 4.0, s, 1, 80.0 + s) for s in (0, 1)] +
+                          [("shuffle", 4.0, s, 1, 80.2 + s) for s in (0, 1)], ["ablation", "temperature"])
+    assert conclude_relational(within_noise).agrees is None  # no claim the numbers do not show
+
+    tied = _frame([(target, 2.0, s, 1, 80.0 + 3 * s) for target in ("teacher", "label_smoothing") for s in (0, 1)],
+                  ["target", "temperature"])
+    assert conclude_entropy(tied).agrees is None
+    smoothing_wins = tied.assign(test_acc=tied["test_acc"] + 10 * (tied["target"] == "label_smoothing"))
+    assert conclude_entropy(smoothing_wins).agrees is False
 
 
 def test_conclude_best_temperature_shift():
@@ -354,10 +366,14 @@ def test_conclude_best_temperature_shift():
                  ("finetuned", 1.0, seed, 1, 84 + noise), ("finetuned", 8.0, seed, 1, 88 + noise)]
     frame = _frame(rows, ["teacher", "temperature"])
     assert conclude_best_temperature_shift(frame, "teacher", "origin shifts T").agrees is True
-    # Both teachers best at T = 1: no shift.
+    # Both teachers clearly best at T = 1: no shift.
     same = frame.copy()
     same.loc[(same["teacher"] == "finetuned") & (same["temperature"] == 1.0), "test_acc"] += 10
     assert conclude_best_temperature_shift(same, "teacher", "x").agrees is False
+    # Same best temperature, but one teacher's curve is flat within the noise: inconclusive.
+    flat = same.copy()
+    flat.loc[flat["teacher"] == "finetuned", "test_acc"] = [80.0, 81.0, 90.0, 89.0]
+    assert conclude_best_temperature_shift(flat, "teacher", "x").agrees is None
     # Different best temperatures but overlapping error bars: inconclusive.
     close = frame.copy()
     close.loc[(close["teacher"] == "finetuned") & (close["temperature"] == 1.0), "test_acc"] = [87.7, 87.9]
@@ -423,6 +439,7 @@ def test_run_study_methods_and_training_on_a_tiny_grid(tiny_setup):
     final = methods[methods["epoch"] == methods["epochs"]]
     assert set(methods["study"]) == {"methods"} and len(final) == 3 * 2 * 2
     assert final.groupby(["method", "temperature"]).size().tolist() == [2] * 6
+    assert final["config"].nunique() == 12  # numbered across the study's sweeps
     assert set(final.loc[final["method"] == "ttm", "beta"]) == {3.0}  # STUDY_SETTINGS' method_overrides
     assert bool(final["test_acc"].between(0, 100).all()) and final["test_acc"].max() > 15  # above chance (10 %)
     assert set(final.loc[final["method"] == "dkd", "warmup"]) == {1}
@@ -455,6 +472,7 @@ def test_run_study_entropy_and_relational_on_a_tiny_grid(tiny_setup):
     final = relational[relational["epoch"] == relational["epochs"]]
     assert sorted(set(final["ablation"])) == ["flatten", "none", "shuffle", "top2"]
     assert final.groupby("ablation").size().tolist() == [4, 4, 4, 4]  # 2 temperatures x 2 seeds each
+    assert final["config"].nunique() == 16
     # The ablated teachers are different teachers: their students differ from the full teacher's.
     full = final[final["ablation"] == "none"].set_index(["temperature", "seed"])["loss"]
     shuffled = final[final["ablation"] == "shuffle"].set_index(["temperature", "seed"])["loss"]

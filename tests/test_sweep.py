@@ -241,6 +241,25 @@ def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher
     assert dropped["loss"].tolist() == pytest.approx(history["loss"].tolist(), rel=1e-12)
 
 
+@pytest.mark.slow
+def test_convolutional_students_on_augmented_data_equal_distill(transfer, teacher):
+    """small_cnn runs through vmap(functional_call); with dataset.augment the batches are augmented with each
+    seed's own generator and the teacher runs on every batch, as in distill."""
+    import dataclasses
+
+    augmented = dataclasses.replace(transfer, augment=True)
+    grid = {"temperature": [2.0, 6.0], "seed": [0, 3]}
+    frame, students = kdlab.sweep(teacher, augmented, student="small_cnn", grid=grid, epochs=1, lr=0.02,
+                                  progress=False, return_students=True)
+    for config, rows in frame.groupby("config"):
+        first = rows.iloc[0]
+        student, history = distill(teacher, augmented, student="small_cnn", temperature=first["temperature"],
+                                   seed=int(first["seed"]), epochs=1, lr=0.02, progress=False)
+        assert _max_weight_difference(students[config], student) < 1e-5
+        np.testing.assert_allclose(rows["loss"], history["loss"], rtol=1e-5)
+        np.testing.assert_allclose(rows["test_acc"], history["test_acc"], atol=0.1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Output folder: atomic group files, rerun skips finished groups
 
