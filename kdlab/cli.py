@@ -18,12 +18,9 @@ and ``_run_<name>(args) -> int``, and add the first to ``build_parser``. ``_add_
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
@@ -248,15 +245,10 @@ def _run_sweep(args):
     frame = sweep(teacher, transfer, student=args.student, grid=grid, out=folder, recipe=args.recipe,
                   device=device, progress=not args.no_progress, **common)
     figure = plot_sweep(frame)
-    handle, tmp_name = tempfile.mkstemp(prefix="sweep.png.", suffix=".tmp", dir=folder)
-    os.close(handle)
     try:
-        figure.savefig(tmp_name, format="png")
-        os.replace(tmp_name, folder / "sweep.png")
+        _atomic_write(folder / "sweep.png", lambda file: figure.savefig(file, format="png"))
     finally:
         plt.close(figure)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
     final = frame[frame["epoch"] == frame["epochs"]]
     runs = final["config"].nunique()
     best = final.groupby(["method", "temperature"], dropna=False)["test_acc"].mean().reset_index()
@@ -484,19 +476,16 @@ def _write_run(args, history, result, model=None):
     return folder
 
 
-def _atomic_write_text(path, text):
-    """Write to a temporary file in the same folder, then os.replace it onto ``path``."""
-    path = Path(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _atomic_write(path, write):
+    # kdlab.train is imported lazily so that `kdlab --help` does not pay for torch
+    from kdlab.train import _atomic_write as write_atomically
+    write_atomically(path, write)
+
+
+def _atomic_write_text(path, text):
+    from kdlab.train import _atomic_write_text as write_text
+    write_text(path, text)

@@ -37,15 +37,12 @@ training them again, so an interrupted sweep loses no finished group.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +54,7 @@ from torch import nn
 from kdlab.losses import dkd_loss, kd_loss, lskd_loss, ttm_loss, wttm_loss
 from kdlab.methods import get_method, list_methods
 from kdlab.train import (
+    _atomic_write_text,
     _autocast,
     _dataset_fingerprint,
     _make_optimizer,
@@ -916,23 +914,6 @@ def _save_group(folder, frame):
     name = hashlib.sha256(",".join(keys).encode()).hexdigest()[:20]
     (folder / "groups").mkdir(parents=True, exist_ok=True)
     _atomic_write_text(folder / "groups" / f"{name}.csv", frame.to_csv(index=False))
-
-
-def _atomic_write_text(path, text):
-    """Write to a temporary file in the same folder, then os.replace it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
 
 
 def _hashable(value):

@@ -715,14 +715,15 @@ def _broadcast_buffers(model):
 # Files: atomic writes, teacher cache, checkpoints
 # ----------------------------------------------------------------------------------------------------
 
-def _atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
+def _atomic_write(path, write):
+    """Call ``write(file)`` on a temporary binary file in the same folder, then os.replace it onto ``path``:
+    readers never see a half-written file, and an interrupted write leaves the old file (or none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp_name, path)
@@ -730,6 +731,16 @@ def _atomic_save(obj, path):
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+def _atomic_save(obj, path):
+    """torch.save, atomically (see _atomic_write)."""
+    _atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def _atomic_write_text(path, text):
+    """Write UTF-8 text, atomically (see _atomic_write)."""
+    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def _dataset_fingerprint(dataset):
