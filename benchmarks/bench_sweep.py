@@ -12,7 +12,7 @@ the fp32 matmul GFLOP/s measured here (aim: >= 40 %).
 FLOPs are counted analytically: a linear layer costs 2 * in * out per image forward, as much again for its
 weight gradient and for its input gradient (not computed for the first layer, whose input is the image); the
 convolutions of the "cnn" teacher 2 * H * W * C_out * C_in * 9 per image.
-Test accuracy is evaluated every epoch by (b) and (c) (2,000 test images, forward only), at the end by (a).
+Test accuracy is evaluated every epoch by (a), (b) and (c) (2,000 test images, forward only).
 
     python benchmarks/bench_sweep.py            # prints the figures; about a minute on 2 cores
 """
@@ -25,8 +25,12 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import torch
-import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import tutorial_distill  # noqa: E402  (the same tutorial-style baseline as bench_train.py)
 
 TEMPERATURES = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
 
@@ -86,45 +90,6 @@ def setup():
     return kdlab, dataset, teacher, transfer
 
 
-def tutorial_loop(teacher, transfer, temperature, epochs, seed=0, lr=0.01, batch_size=64):
-    """What the PyTorch KD tutorial does: a per-sample Dataset, a DataLoader, the teacher on every batch."""
-    from kdlab.models import create_model
-
-    class PerSample(torch.utils.data.Dataset):
-        def __init__(self, images, targets):
-            self.images, self.targets = images, targets
-
-        def __len__(self):
-            return len(self.targets)
-
-        def __getitem__(self, index):
-            return self.images[index], self.targets[index]
-
-    loader = torch.utils.data.DataLoader(PerSample(transfer.train_images, transfer.train_targets),
-                                         batch_size=batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    torch.manual_seed(seed)
-    student = create_model("mlp64")
-    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
-    teacher.eval()
-    for _ in range(epochs):
-        student.train()
-        for images, targets in loader:
-            with torch.no_grad():
-                teacher_logits = teacher(images)
-            student_logits = student(images)
-            soft_targets = F.softmax(teacher_logits / temperature, dim=-1)
-            soft_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
-            kd = (soft_targets * (soft_targets.log() - soft_log_probs)).sum() / images.shape[0] * temperature ** 2
-            loss = 0.1 * F.cross_entropy(student_logits, targets) + 0.9 * kd
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    student.eval()
-    with torch.no_grad():
-        return (student(transfer.test_images).argmax(1) == transfer.test_targets).float().mean().item() * 100
-
-
 def child_sweep(epochs, threads):
     """(c), in its own process: prints JSON with the sweep's wall and CPU time and the process's peak RSS."""
     torch.set_num_threads(threads)
@@ -169,7 +134,8 @@ def main():
     distill(teacher, transfer, temperature=4.0, epochs=1, progress=False)  # warm-up (lazy imports)
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    tutorial_acc = [tutorial_loop(teacher, transfer, t, epochs) for t in TEMPERATURES]
+    tutorial_acc = [tutorial_distill(teacher, transfer, epochs, seed=0, lr=0.01, momentum=0.9, temperature=t)[1]
+                    for t in TEMPERATURES]
     seconds_a, cpu_a = time.perf_counter() - start, time.process_time() - cpu_start
 
     distill_seconds, distill_cpu, distill_acc = [], [], []
@@ -191,7 +157,6 @@ def main():
     # FLOPs that (c) ran: students train (about 2x forward) on every transfer image and evaluate the test set each
     # epoch; the teacher runs once over the transfer set (its logits are cached and shared).
     flops_c = runs * epochs * (n_train * train_flops + n_test * student_flops) + n_train * teacher_flops
-    flops_a = runs * epochs * n_train * (train_flops + teacher_flops) + runs * n_test * student_flops
     utilisation = flops_c / seconds_c / 1e9 / peak
 
     print()
