@@ -57,6 +57,7 @@ from kdlab.train import (
     _atomic_write_text,
     _autocast,
     _dataset_fingerprint,
+    _eval_batch,
     _make_optimizer,
     _make_scheduler,
     _resolve_dataset,
@@ -64,6 +65,7 @@ from kdlab.train import (
     _resolve_model,
     _resolve_recipe,
     _SETTING_NAMES,
+    _tune_cpu_allocator,
     distill,
     predict,
     train_teacher,
@@ -73,7 +75,6 @@ __all__ = ["sweep", "expand_grid", "StackedOptimizer"]
 
 # Bump when the meaning of a saved group file changes: old files are then simply not reused.
 _FORMAT_VERSION = 1
-_EVAL_BATCH = 1024
 _CONFIG_COLUMNS = ("student", "method", "temperature", "seed", "epochs", "optimizer", "lr", "batch_size",
                    "weight_decay", "momentum", "schedule")
 
@@ -114,6 +115,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     _check_flag(progress, "progress")
     _check_flag(return_students, "return_students")
     device = _resolve_device(device)
+    _tune_cpu_allocator(device)
     dataset = _resolve_dataset(dataset, device)
     if epochs is not None:
         common["epochs"] = epochs
@@ -534,22 +536,28 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
             optimizer.set_lr(epoch_lrs)
             skeleton.train()
             perms = [torch.randperm(n_train, generator=generators[seed]).to(device) for seed in seeds]
-            sums, seen = {}, 0
+            # Each stream's epoch order gathered once (one copy of the data per epoch instead of one index
+            # operation per step); the batches are then slices, exactly the images distill's index picks.
+            epoch_images = [train_images[perm] for perm in perms]
+            epoch_targets = [train_targets[perm] for perm in perms]
+            epoch_teacher = [cached[perm] for perm in perms] if cached is not None else None
+            term_names, running = None, None
+            seen = 0
             correct = torch.zeros(count, dtype=torch.int64, device=device)
             temperature_stats = [[0.0, 0, math.inf, -math.inf] for _ in group]
             for start in range(0, n_train, batch_size):
+                stop = start + batch_size
                 images, targets, teacher_out = [], [], []
-                for seed, perm in zip(seeds, perms):
-                    index = perm[start:start + batch_size]
-                    batch = train_images[index]
+                for stream, seed in enumerate(seeds):
+                    batch = epoch_images[stream][start:stop]
                     if dataset.augment:
                         batch = augment_batch(batch, generator=augment_generators[seed])
                     images.append(batch)
-                    targets.append(train_targets[index])
+                    targets.append(epoch_targets[stream][start:stop])
                     if teacher is None:
                         teacher_out.append(None)
-                    elif cached is not None:
-                        teacher_out.append(cached[index])
+                    elif epoch_teacher is not None:
+                        teacher_out.append(epoch_teacher[stream][start:stop])
                     else:
                         with torch.inference_mode(), _autocast(device):
                             logits = teacher(batch).float()
@@ -575,11 +583,14 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                 for method_optimizer, _ in method_optimizers:
                     method_optimizer.step()
 
+                # Running sums of every term and the loss, one (terms + 1, N) tensor: a single add per step.
                 batch_count = targets_n.shape[1]
                 seen += batch_count
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value * batch_count
-                sums["loss"] = sums.get("loss", 0.0) + loss_per_student.detach() * batch_count
+                if term_names is None:
+                    term_names = list(terms)
+                step_values = torch.stack([terms[name] for name in term_names] + [loss_per_student.detach()])
+                running = step_values * batch_count if running is None else running.add_(step_values,
+                                                                                          alpha=batch_count)
                 correct += (student_logits.detach().argmax(dim=-1) == targets_n).sum(dim=1)
                 for n, method in enumerate(methods):
                     temperatures = method.last_temperatures
@@ -596,7 +607,8 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     scheduler.step()
             test_acc = _test_accuracy(forward_shared, skeleton, params, buffers, dataset, device)
             seconds = time.perf_counter() - start_time
-            totals = {name: (value.double() / seen).tolist() for name, value in sums.items()}
+            means = (running.double() / seen).tolist()
+            totals = dict(zip(term_names + ["loss"], means))
             train_acc = (100.0 * correct.double() / seen).tolist()
             for n, config in enumerate(group):
                 row = {"epoch": epoch}
@@ -695,9 +707,10 @@ def _test_accuracy(forward, skeleton, params, buffers, dataset, device):
     count = next(iter(params.values())).shape[0]
     correct = torch.zeros(count, dtype=torch.int64, device=device)
     with torch.no_grad(), _autocast(device):
-        for start in range(0, images.shape[0], _EVAL_BATCH):
-            logits = forward(params, buffers, images[start:start + _EVAL_BATCH].to(device))
-            correct += (logits.float().argmax(dim=-1) == targets[start:start + _EVAL_BATCH]).sum(dim=1)
+        chunk = _eval_batch(device)
+        for start in range(0, images.shape[0], chunk):
+            logits = forward(params, buffers, images[start:start + chunk].to(device))
+            correct += (logits.float().argmax(dim=-1) == targets[start:start + chunk]).sum(dim=1)
     skeleton.train()
     return (100.0 * correct.double() / targets.shape[0]).tolist()
 
@@ -740,6 +753,11 @@ def _group_terms(loss_sets, student_logits, teacher_logits, targets, epoch, coun
     Returns (terms, loss): terms maps a term name to an (N,) tensor (NaN for students whose method has no
     such term, for logging only); loss is the (N,) tensor of each student's sum of terms (what it minimises).
     """
+    if len(loss_sets) == 1 and loss_sets[0][4]:  # one stacked recipe for the whole group: no stitching
+        _, _, _, methods, _, cache = loss_sets[0]
+        values = _stacked_terms(methods, student_logits, teacher_logits, targets, epoch, cache)
+        loss = sum(values.values())
+        return {term: value.detach() for term, value in values.items()}, loss
     pieces, losses = {}, []
     for start, stop, name, methods, stacked, cache in loss_sets:
         teacher = None if teacher_logits is None else teacher_logits[start:stop]
