@@ -360,3 +360,96 @@ def test_cli_sweep_writes_csv_and_png(tmp_path, monkeypatch):
     table = pd.read_csv(out / "sweep.csv")
     assert table["config"].nunique() == 8 and set(table["method"]) == {"kd", "ttm"}
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The CPU fast path: closed-form loss gradients and the MLP's hand-written backward equal autograd
+
+@pytest.mark.parametrize("name, overrides", [
+    ("ce", [{}, {"ce_weight": 0.5}]),
+    ("label_smoothing", [{"smoothing": 0.1}, {"smoothing": 0.3, "ce_weight": 2.0}]),
+    ("kd", [{"temperature": 1.0}, {"temperature": 4.0, "kd_weight": 2.0}, {"temperature": 16.0, "warmup": 4}]),
+    ("ttm", [{"temperature": 2.0}, {"temperature": 10.0, "beta": 5.0, "warmup": 3}]),
+    ("wttm", [{"temperature": 1.0}, {"temperature": 10.0, "beta": 0.5}]),
+])
+def test_fused_terms_and_gradient_equal_autograd(name, overrides):
+    generator = torch.Generator().manual_seed(2)
+    count, batch, classes = len(overrides), 7, 6
+    student_logits = (4 * torch.randn(count, batch, classes, generator=generator, dtype=torch.float64))
+    teacher_logits = 4 * torch.randn(count, batch, classes, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, classes, (count, batch), generator=generator)
+    methods = [get_method(name, **o) for o in overrides]
+    for epoch in (1, 2, 6):  # inside and after the warm-ups
+        leaf = student_logits.clone().requires_grad_()
+        expected = sweep_module._stacked_terms(methods, leaf, teacher_logits, targets, epoch)
+        sum(expected.values()).sum().backward()
+        terms, loss, grad = sweep_module._fused_terms(methods, student_logits.float(), teacher_logits.float(),
+                                                      targets, epoch, cache={})
+        assert list(terms) == list(expected)
+        for term, value in expected.items():
+            torch.testing.assert_close(terms[term].double(), value.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(loss.double(), sum(expected.values()).detach(), rtol=1e-5, atol=1e-6)
+        assert grad.shape == student_logits.shape and grad.dtype == torch.float32
+        torch.testing.assert_close(grad.double(), leaf.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_fused_gradient_matches_finite_differences_in_float64():
+    """The closed forms themselves, independently of autograd: central differences of the fused loss."""
+    generator = torch.Generator().manual_seed(3)
+    z = 2 * torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
+    v = 2 * torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 4, (2, 3), generator=generator)
+    for name, overrides in [("kd", {"temperature": 3.0}), ("wttm", {"temperature": 5.0}),
+                            ("label_smoothing", {"smoothing": 0.2})]:
+        methods = [get_method(name, **overrides)] * 2
+        cache = {}
+
+        def total(logits):  # the loss in float64 (the fused terms are returned in float32)
+            return sum(sweep_module._stacked_terms(methods, logits, v, targets, 1).values()).sum()
+
+        _, _, grad = sweep_module._fused_terms(methods, z, v, targets, 1, cache)
+        step = 1e-6
+        numeric = torch.zeros_like(z)
+        for index in np.ndindex(*z.shape):
+            plus, minus = z.clone(), z.clone()
+            plus[index] += step
+            minus[index] -= step
+            numeric[index] = (total(plus) - total(minus)) / (2 * step)
+        torch.testing.assert_close(grad.double(), numeric, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_stacked_mlp_backward_equals_autograd(shared_input, bias):
+    """Flatten, Linear, ReLU, Linear, Linear (a layer without ReLU before it), with and without biases."""
+    from torch import nn
+    from torch.func import stack_module_state
+
+    torch.manual_seed(0)
+    students = [nn.Sequential(nn.Flatten(), nn.Linear(12, 8, bias=bias), nn.ReLU(), nn.Linear(8, 5, bias=bias),
+                              nn.Linear(5, 3, bias=bias)) for _ in range(3)]
+    params, buffers = stack_module_state(students)
+    model = sweep_module._batched_forward(students[0], shared_input)
+    assert isinstance(model, sweep_module._StackedMLP)
+    images = torch.randn(4, 3, 2, 2) if shared_input else torch.randn(3, 4, 3, 2, 2)
+    upstream = torch.randn(3, 4, 3)
+
+    logits = model(params, buffers, images)
+    (logits * upstream).sum().backward()
+    expected = {name: param.grad.clone() for name, param in params.items()}
+    for param in params.values():
+        param.grad = None
+
+    manual_logits = model.forward_train(params, images)
+    torch.testing.assert_close(manual_logits, logits.detach())
+    model.backward(params, upstream)
+    for name, param in params.items():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    # and each student's slice equals its own module's autograd gradient
+    for n, student in enumerate(students):
+        one = images if shared_input else images[n]
+        (student(one) * upstream[n]).sum().backward()
+        for name, param in student.named_parameters():
+            torch.testing.assert_close(params[name].grad[n], param.grad, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(RuntimeError, match="forward_train"):
+        model.backward(params, upstream)

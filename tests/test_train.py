@@ -246,6 +246,38 @@ def test_evaluate_and_predict(small, teacher):
     assert torch.allclose(predict(teacher, small.test_images[:5], batch_size=2), logits[:5], atol=1e-5)
     with pytest.raises(ValueError, match="split must be"):
         evaluate(teacher, small, split="valid")
+    # the default chunk (256 images on the CPU) gives the same logits as any other chunk size
+    assert torch.allclose(predict(teacher, small.test_images), logits, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
+        predict(teacher, small.test_images, batch_size=0)
+
+
+class _FakeLibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, parameter, value):
+        self.calls.append((parameter, value))
+        return 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
+def test_cpu_allocator_is_tuned_once_and_can_be_left_alone(monkeypatch):
+    import ctypes
+
+    fake = _FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: fake)
+    monkeypatch.setattr(train, "_ALLOCATOR_TUNED", False)
+    monkeypatch.setenv("KDLAB_TUNE_MALLOC", "0")
+    train._tune_cpu_allocator(torch.device("cpu"))
+    assert fake.calls == []
+    monkeypatch.delenv("KDLAB_TUNE_MALLOC")
+    train._tune_cpu_allocator(torch.device("cuda"))  # GPU runs leave the host allocator alone
+    assert fake.calls == []
+    train._tune_cpu_allocator(torch.device("cpu"))
+    assert sorted(fake.calls) == [(-3, 32 * 2 ** 20), (-1, 256 * 2 ** 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    train._tune_cpu_allocator(torch.device("cpu"))
+    assert len(fake.calls) == 2  # once per process
 
 
 # ----------------------------------------------------------------------------------------------------
