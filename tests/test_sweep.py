@@ -213,6 +213,31 @@ def test_sweep_learnable_and_dynamic_temperatures_equal_distill(transfer, teache
 
 
 @pytest.mark.slow
+def test_teacherless_and_mixed_recipes_on_the_fast_path_equal_distill(transfer, teacher):
+    """Label smoothing (two epsilons) without a teacher; then KD, WTTM and CE sharing one group: every
+    recipe of _FUSED stitched into one batched step, each student against distill."""
+    frame, students = kdlab.sweep(None, transfer, method="label_smoothing", grid={"smoothing": [0.1, 0.3]},
+                                  epochs=2, lr=0.05, progress=False, return_students=True)
+    mixed, mixed_students = kdlab.sweep(teacher, transfer, grid={"method": ["kd", "wttm", "ce"],
+                                                                 "temperature": [2.0, 5.0]},
+                                        epochs=2, lr=0.05, progress=False, return_students=True)
+    for table, trained, teacher_model in ((frame, students, None), (mixed, mixed_students, teacher)):
+        for config, rows in table.groupby("config"):
+            first = rows.iloc[0]
+            extra = {}
+            if first["method"] == "label_smoothing":
+                extra["smoothing"] = first["smoothing"]
+            if not math.isnan(first["temperature"]):
+                extra["temperature"] = first["temperature"]
+            student, history = distill(teacher_model, transfer, method=first["method"], epochs=2, lr=0.05,
+                                       progress=False, **extra)
+            assert _max_weight_difference(trained[config], student) < 1e-5
+            np.testing.assert_allclose(rows["loss"], history["loss"], rtol=1e-5)
+    assert sorted(frame.groupby("config")["smoothing"].first()) == [0.1, 0.3]
+    assert sorted(mixed.groupby("config")["method"].first()) == ["ce", "kd", "kd", "wttm", "wttm"]
+
+
+@pytest.mark.slow
 def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher):
     calls = []
     original = sweep_module._train_group
