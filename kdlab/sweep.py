@@ -386,8 +386,9 @@ def _identity(config):
 
 def _make_groups(configs, dataset):
     """Configurations that can share a pass: same student architecture, batch size and number of epochs.
-    Inside a group, students are ordered by optimizer (contiguous ranges for StackedOptimizer) and method
-    (one stacked loss call per method). Students that cannot be batched form groups of one."""
+    Inside a group, students are ordered by optimizer (contiguous ranges for StackedOptimizer), method
+    (one stacked loss call per method) and seed (students of one seed share their first layer's product).
+    Students that cannot be batched form groups of one."""
     groups = {}
     for config in configs:
         student = config["student"]
@@ -396,7 +397,7 @@ def _make_groups(configs, dataset):
         groups.setdefault(key, []).append(config)
     result = []
     for group in groups.values():
-        group.sort(key=lambda c: (c["settings"]["optimizer"], c["method"], c["config"]))
+        group.sort(key=lambda c: (c["settings"]["optimizer"], c["method"], c["seed"], c["config"]))
         if _batchable(group[0]["student"], dataset):
             result.append(group)
         else:
@@ -527,7 +528,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     generators = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
     augment_generators = {seed: torch.Generator().manual_seed(seed + 1) for seed in seeds}
     shared_input = len(seeds) == 1
-    forward = _batched_forward(skeleton, shared_input)
+    forward = _batched_forward(skeleton, shared_input, _stream_runs(stream_of.tolist()))
     forward_shared = forward if shared_input else _batched_forward(skeleton, True)
     # On the CPU (float32, no autocast) the MLP students skip autograd for the network (see _StackedMLP).
     manual_backward = isinstance(forward, _StackedMLP) and device.type == "cpu"
@@ -581,7 +582,8 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     targets_n = targets[0].expand(count, -1)
                     teacher_n = None if teacher is None else teacher_out[0].expand(count, -1, -1)
                 else:
-                    x = torch.stack(images)[stream_of]
+                    # MLPs take the streams' batches as they are (see _StackedMLP), others one batch each.
+                    x = images if isinstance(forward, _StackedMLP) else torch.stack(images)[stream_of]
                     targets_n = torch.stack(targets)[stream_of]
                     teacher_n = None if teacher is None else torch.stack(teacher_out)[stream_of]
                 optimizer.zero_grad()
@@ -670,10 +672,12 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     return _group_frame(group, histories), trained
 
 
-def _batched_forward(skeleton, shared_input):
+def _batched_forward(skeleton, shared_input, runs=None):
     """forward(params, buffers, images) -> logits (N, B, K) of the N stacked students.
 
-    images: (B, C, H, W) seen by every student when ``shared_input``, else (N, B, C, H, W), one batch each.
+    images: (B, C, H, W) seen by every student when ``shared_input``. Otherwise the MLP students take the
+    list of the S streams' batches (one per seed) and ``runs``, the (start, stop, stream) ranges of students
+    that see each (students are sorted by seed); other architectures take (N, B, C, H, W), one batch each.
     The MLP students (Flatten, Linear, ReLU) get hand-batched layers (:class:`_StackedMLP`, which can also
     run its own backward pass). Any other architecture runs through ``torch.func.vmap`` over
     ``functional_call`` (same result, more overhead).
@@ -686,14 +690,27 @@ def _batched_forward(skeleton, shared_input):
             return functional_call(skeleton, (p, b), (images,))
 
         return vmap(run_one, in_dims=(0, 0, None if shared_input else 0))
-    return _StackedMLP(layers, shared_input)
+    return _StackedMLP(layers, [(0, None, 0)] if shared_input else runs)
+
+
+def _stream_runs(streams):
+    """[(start, stop, stream)]: the maximal ranges of consecutive students that share an input stream."""
+    runs = []
+    for n, stream in enumerate(streams):
+        if runs and runs[-1][2] == stream:
+            runs[-1][1] = n + 1
+        else:
+            runs.append([n, n + 1, stream])
+    return [tuple(run) for run in runs]
 
 
 class _StackedMLP:
     """N stacked MLP students (Flatten, Linear, ReLU), with a forward and a hand-written backward pass.
 
-    Forward: with a shared input the first layer of all N students is one (B, D) @ (D, N * hidden) product
-    (``addmm``); the next layers are ``baddbmm`` over the N students.
+    Forward: the students that see the same batch (one seed's stream) share their first layer: one
+    (B, D) @ (D, n * hidden) product (``addmm``) for the n students of a run, instead of n small ones; the
+    next layers are ``baddbmm`` over all N students. ``runs``: (start, stop, stream) ranges of students and
+    the index of the input batch they see (stop None: to the last student).
 
     Backward (:meth:`backward`): the same products autograd would run, without the autograd graph. On two
     CPU cores a sweep step is small enough (a few hundred microseconds of matrix products) that the engine's
@@ -702,8 +719,8 @@ class _StackedMLP:
     > 0 (autograd's ``threshold_backward``). The tests check every gradient against autograd.
     """
 
-    def __init__(self, layers, shared_input):
-        self.layers, self.shared_input = layers, shared_input
+    def __init__(self, layers, runs):
+        self.layers, self.runs = layers, runs
         self._saved = None
         # Linear layers whose input is a ReLU output (their input gradient is masked by it).
         self._after_relu = {name for (kind, _), (_, name) in zip(layers, layers[1:]) if kind == "relu"}
@@ -718,21 +735,25 @@ class _StackedMLP:
 
     def _run(self, params, images, save):
         saved = [] if save else None
-        hidden = images
+        hidden = list(images) if isinstance(images, (list, tuple)) else [images]  # the streams' batches
         for kind, name in self.layers:
-            if kind == "flatten":
-                hidden = hidden.flatten(1 if self.shared_input else 2)  # Flatten comes first (see _mlp_layers)
+            if kind == "flatten":  # Flatten comes first (see _mlp_layers)
+                hidden = [batch.flatten(1) for batch in hidden]
             elif kind == "relu":
-                hidden = hidden.relu()
+                hidden = [batch.relu() for batch in hidden] if isinstance(hidden, list) else hidden.relu()
             else:
                 if save:
-                    saved.append((name, hidden))  # the layer's input (a ReLU output or the images)
+                    saved.append((name, hidden))  # the layer's input (a ReLU output or the streams' images)
                 weight, bias = params[name + ".weight"], params.get(name + ".bias")
-                if hidden.dim() == 2:  # the shared input meets the first linear layer of every student
+                if isinstance(hidden, list):  # the first linear layer: one product per run of students
                     count, out_features, in_features = weight.shape
-                    stacked = weight.reshape(count * out_features, in_features).t()
-                    hidden = hidden @ stacked if bias is None else torch.addmm(bias.reshape(-1), hidden, stacked)
-                    hidden = hidden.view(-1, count, out_features).transpose(0, 1)
+                    outputs = []
+                    for start, stop, stream in self.runs:
+                        w = weight[start:stop].reshape(-1, in_features).t()
+                        out = hidden[stream] @ w if bias is None else \
+                            torch.addmm(bias[start:stop].reshape(-1), hidden[stream], w)
+                        outputs.append(out.view(out.shape[0], -1, out_features))
+                    hidden = (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).transpose(0, 1)
                 else:
                     hidden = torch.bmm(hidden, weight.transpose(1, 2)) if bias is None else \
                         torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
@@ -751,10 +772,14 @@ class _StackedMLP:
                 weight, bias = params[name + ".weight"], params.get(name + ".bias")
                 if bias is not None:
                     bias.grad = grad.sum(dim=1)
-                if layer_input.dim() == 2:  # shared input: one (N * out, B) @ (B, in) product
+                if isinstance(layer_input, list):  # per run: one (n * out, B) @ (B, in) product
                     count, out_features, in_features = weight.shape
-                    flat = grad.transpose(0, 1).reshape(-1, count * out_features)
-                    weight.grad = (flat.t() @ layer_input).view(count, out_features, in_features)
+                    weight.grad = torch.empty_like(weight)
+                    for start, stop, stream in self.runs:
+                        part = grad[start:stop]
+                        flat = part.transpose(0, 1).reshape(-1, part.shape[0] * out_features)
+                        torch.mm(flat.t(), layer_input[stream],
+                                 out=weight.grad[start:stop].view(-1, in_features))
                 else:
                     weight.grad = torch.bmm(grad.transpose(1, 2), layer_input)
                 if position == 0:

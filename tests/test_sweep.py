@@ -454,9 +454,13 @@ def test_stacked_mlp_backward_equals_autograd(shared_input, bias):
     students = [nn.Sequential(nn.Flatten(), nn.Linear(12, 8, bias=bias), nn.ReLU(), nn.Linear(8, 5, bias=bias),
                               nn.Linear(5, 3, bias=bias)) for _ in range(3)]
     params, buffers = stack_module_state(students)
-    model = sweep_module._batched_forward(students[0], shared_input)
+    # Without a shared input: students 0 and 1 see stream 0 (one seed), student 2 sees stream 1.
+    streams = [0, 0, 1]
+    runs = sweep_module._stream_runs(streams)
+    assert runs == [(0, 2, 0), (2, 3, 1)]
+    model = sweep_module._batched_forward(students[0], shared_input, runs)
     assert isinstance(model, sweep_module._StackedMLP)
-    images = torch.randn(4, 3, 2, 2) if shared_input else torch.randn(3, 4, 3, 2, 2)
+    images = torch.randn(4, 3, 2, 2) if shared_input else [torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)]
     upstream = torch.randn(3, 4, 3)
 
     logits = model(params, buffers, images)
@@ -472,7 +476,7 @@ def test_stacked_mlp_backward_equals_autograd(shared_input, bias):
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
     # and each student's slice equals its own module's autograd gradient
     for n, student in enumerate(students):
-        one = images if shared_input else images[n]
+        one = images if shared_input else images[streams[n]]
         (student(one) * upstream[n]).sum().backward()
         for name, param in student.named_parameters():
             torch.testing.assert_close(params[name].grad[n], param.grad, rtol=1e-5, atol=1e-6, msg=name)
