@@ -70,6 +70,7 @@ from kdlab.train import (
     _eval_batch,
     _make_optimizer,
     _make_scheduler,
+    _recipe_method_overrides,
     _resolve_dataset,
     _resolve_device,
     _resolve_model,
@@ -351,7 +352,8 @@ def _resolve_config(raw, dataset, recipe):
         raise TypeError(f"method must be a method name (see kdlab.list_methods()), got {method_name!r}")
     explicit = {name: raw.pop(name) for name in _SETTING_NAMES if name in raw}
     settings = _resolve_recipe(recipe, dataset.name, "student", **explicit)
-    overrides = {k: v for k, v in raw.items() if v is not None}
+    overrides = _recipe_method_overrides(recipe, dataset.name, method_name,
+                                         {k: v for k, v in raw.items() if v is not None})
     method = get_method(method_name, **overrides)
     return {
         "student": student,
@@ -361,6 +363,7 @@ def _resolve_config(raw, dataset, recipe):
         "method_object": method,
         "overrides": overrides,
         "settings": settings,
+        "recipe": recipe,
         "temperature": float(method.hparams["temperature"]) if method.uses_temperature else math.nan,
     }
 
@@ -1055,7 +1058,8 @@ def _distill_one(config, dataset, teacher, device, bar):
     if isinstance(student, nn.Module):
         student = copy.deepcopy(student)
     model, history = distill(teacher, dataset, student=student, method=config["method"], seed=config["seed"],
-                             recipe=None, device=device, progress=False, **settings, **config["overrides"])
+                             recipe=config["recipe"], device=device, progress=False, **settings,
+                             **config["overrides"])
     history = history.rename(columns={"lr": "epoch_lr"})
     bar.update(settings["epochs"])
     return _group_frame([config], [history.to_dict("records")]), {config["config"]: model}

@@ -82,6 +82,34 @@ def test_recipe_is_picked_from_the_dataset_and_explicit_arguments_win():
     assert _resolve_recipe({"lr": 0.2}, "mnist10k", "student")["lr"] == 0.2
 
 
+def test_recipe_method_defaults_and_explicit_values_win():
+    from kdlab.train import RECIPE_METHODS, _recipe_method_overrides
+
+    assert RECIPE_METHODS["mnist10k"]["ttm"] == {"beta": 3.0}
+    assert _recipe_method_overrides(None, "mnist10k", "ttm", {}) == {"beta": 3.0}
+    assert _recipe_method_overrides(None, "mnist10k", "ttm", {"beta": 100.0}) == {"beta": 100.0}
+    assert _recipe_method_overrides({"lr": 0.1}, "mnist10k", "ttm", {"temperature": 2.0}) == \
+        {"beta": 3.0, "temperature": 2.0}
+    assert _recipe_method_overrides("cifar", "mnist10k", "ttm", {}) == {}  # the paper's beta = 100
+    assert _recipe_method_overrides(None, "cifar100", "ttm", {}) == {}
+    assert _recipe_method_overrides(None, "mnist10k", "kd", {"temperature": 4.0}) == {"temperature": 4.0}
+
+
+@pytest.mark.slow
+def test_ttm_with_the_mnist_recipe_learns_where_the_cifar_beta_diverges():
+    """The reason for RECIPE_METHODS: with beta = 100 SGD diverges on the MLP (chance accuracy)."""
+    import kdlab
+
+    data = load_dataset("mnist10k")
+    teacher, _ = train_teacher(data, progress=False)
+    transfer = data.transfer_set(1000)
+    frame = kdlab.sweep(teacher, transfer, method="ttm", grid={"beta": [None, 100.0]}, temperature=4.0,
+                        progress=False)
+    final = frame[frame["epoch"] == frame["epoch"].max()].set_index("beta")["test_acc"]
+    assert sorted(final.index) == [3.0, 100.0]
+    assert final[3.0] > 85.0 and final[100.0] < 30.0
+
+
 @pytest.mark.parametrize("setting, value, message", [
     ("epochs", 0, "epochs must be a positive integer"),
     ("epochs", 2.5, "epochs must be a positive integer"),
