@@ -352,9 +352,13 @@ def _resolve_config(raw, dataset, recipe):
         raise TypeError(f"method must be a method name (see kdlab.list_methods()), got {method_name!r}")
     explicit = {name: raw.pop(name) for name in _SETTING_NAMES if name in raw}
     settings = _resolve_recipe(recipe, dataset.name, "student", **explicit)
-    overrides = _recipe_method_overrides(recipe, dataset.name, method_name,
-                                         {k: v for k, v in raw.items() if v is not None})
-    method = get_method(method_name, **overrides)
+    given = {k: v for k, v in raw.items() if v is not None}
+    overrides = _recipe_method_overrides(recipe, dataset.name, method_name, given)
+    try:
+        method = get_method(method_name, **overrides)
+    except (TypeError, ValueError) as error:  # name the grid cell: the message alone may not say which one
+        cell = {"method": method_name, **given}
+        raise type(error)(f"configuration {cell}: {error}") from None
     return {
         "student": student,
         "student_name": student if isinstance(student, str) else type(student).__name__,
