@@ -45,13 +45,16 @@ def _relative_weight_difference(a, b):
 # ----------------------------------------------------------------------------------------------------------
 # StackedOptimizer == torch.optim, slice by slice
 
-@pytest.mark.parametrize("kinds", [["sgd"] * 3, ["adamw"] * 3, ["adamw", "adamw", "sgd", "sgd"]])
-def test_stacked_optimizer_matches_torch_optim(kinds):
+@pytest.mark.parametrize("kinds, uniform", [(["sgd"] * 3, False), (["adamw"] * 3, False),
+                                            (["adamw", "adamw", "sgd", "sgd"], False),
+                                            (["sgd"] * 3, True), (["adamw", "sgd", "sgd"], True)])
+def test_stacked_optimizer_matches_torch_optim(kinds, uniform):
+    """Per-student hyper-parameters; and shared ones, where SGD takes the fused kernel."""
     generator = torch.Generator().manual_seed(0)
     count = len(kinds)
-    lrs = [0.1, 0.01, 0.05, 0.2][:count]
-    momenta = [0.9, 0.0, 0.5, 0.9][:count]
-    decays = [0.0, 5e-4, 1e-2, 0.0][:count]
+    lrs = [0.1, 0.01, 0.05, 0.2][:count] if not uniform else [0.05] * count
+    momenta = [0.9, 0.0, 0.5, 0.9][:count] if not uniform else [0.9] * count
+    decays = [0.0, 5e-4, 1e-2, 0.0][:count] if not uniform else [5e-4] * count
     shapes = [(count, 5, 3), (count, 7)]
     stacked = [torch.randn(*shape, generator=generator) for shape in shapes]
     singles = [[tensor[n].clone().requires_grad_() for tensor in stacked] for n in range(count)]
@@ -63,6 +66,14 @@ def test_stacked_optimizer_matches_torch_optim(kinds):
             references.append(torch.optim.AdamW(singles[n], lr=lrs[n], weight_decay=decays[n]))
     params = [tensor.clone().requires_grad_() for tensor in stacked]
     optimizer = StackedOptimizer(params, kinds, lrs, momenta, decays)
+    fused_calls = []
+    if uniform and sweep_module._FUSED_SGD is not None:
+        original = sweep_module.StackedOptimizer._fused_sgd
+        def recording(start, stop):
+            fused_calls.append(original(optimizer, start, stop))
+            return fused_calls[-1]
+
+        optimizer._fused_sgd = recording
     for step in range(6):
         if step == 3:  # a schedule changes the learning rates between steps
             lrs = [lr * 0.3 for lr in lrs]
@@ -80,6 +91,8 @@ def test_stacked_optimizer_matches_torch_optim(kinds):
     for n in range(count):
         for param, single in zip(params, singles[n]):
             torch.testing.assert_close(param[n].detach(), single.detach(), rtol=1e-6, atol=1e-6)
+    if uniform and sweep_module._FUSED_SGD is not None:
+        assert fused_calls == [True] * 6  # one SGD range, six steps, every one fused
 
 
 def test_stacked_optimizer_rejects_bad_input():
