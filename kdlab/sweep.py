@@ -28,7 +28,7 @@ same thing to the same data, so ``sweep`` trains them *together*:
   autograd for the loss only; GPUs (bf16 autocast) and other architectures use autograd throughout.
 
 Measured by ``benchmarks/bench_sweep.py`` (8 temperatures of KD, mlp64, 1,000 images, 10 epochs, 2 CPU
-threads): one sweep takes 1.6-2.3x the time of one ``distill`` run and is 20-28x faster than the
+threads): one sweep takes 2.0-2.4x the time of one ``distill`` run and is 16-24x faster than the
 tutorial-style loop run 8 times.
 
 Every student follows ``kdlab.train``'s training protocol exactly (``torch.manual_seed(seed)`` before the
