@@ -417,9 +417,9 @@ def _tune_cpu_allocator(device):
 
     A training step frees and reallocates the same few-megabyte tensors (gradients, activations, the teacher's
     feature maps) every step. With glibc's defaults, blocks above a dynamic threshold go back to the kernel
-    when freed (munmap, or a heap trim) and come back as fresh zeroed pages: a 10-epoch sweep of
-    ``benchmarks/bench_sweep.py`` took ~33,000 page faults and ran 10-15 % slower than with the freed memory
-    kept. This raises the mmap threshold to 32 MB and the trim threshold to 256 MB (``mallopt``), the effect
+    when freed (munmap, or a heap trim) and come back as fresh zeroed pages: the 10-epoch sweep of
+    ``benchmarks/bench_sweep.py`` took ~33,000 page faults and 0.67-0.76 s instead of 0.42-0.46 s with the
+    freed memory kept (12 runs each, 2 threads); one ``distill`` run 0.24-0.27 s instead of 0.21 s. This raises the mmap threshold to 32 MB and the trim threshold to 256 MB (``mallopt``), the effect
     that the PyTorch CPU tuning guide gets by preloading jemalloc or tcmalloc. Set the environment variable
     ``KDLAB_TUNE_MALLOC=0`` to leave the allocator alone.
     """
