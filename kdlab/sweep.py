@@ -36,9 +36,10 @@ model is created, a ``torch.Generator().manual_seed(seed)`` permutation per epoc
 defaults, the same schedule), so each student of a sweep ends within float tolerance of the same
 configuration trained alone by ``kdlab.distill`` (tested for KD/TTM with SGD/AdamW).
 
-Students are grouped automatically: one group per (student architecture, batch size, epochs). Students whose
-training cannot be batched (a student with dropout or BatchNorm, whose randomness or statistics depend on the
-batch composition) are trained by ``kdlab.distill`` one by one; the result is the same, just slower.
+Students are grouped automatically: one group per (student architecture, batch size, epochs). BatchNorm
+students are batched too (each keeps its own running statistics). Students with active dropout, whose random
+masks come from the global RNG in an order a batched model cannot reproduce, are trained by
+``kdlab.distill`` one by one; the result is the same, just slower.
 
 With ``out=folder`` every finished group is saved atomically to ``folder/groups/<key>.csv`` and the final
 table to ``folder/sweep.csv``. Each row carries a ``run_key``, a hash of everything that determines the run
@@ -439,14 +440,15 @@ def _make_groups(configs, dataset):
 
 
 def _batchable(student, dataset):
-    """Students with dropout or BatchNorm are trained one by one by ``distill``: their randomness (the global
-    RNG) or their running statistics cannot be reproduced exactly inside a batched model."""
+    """Students with active dropout (p > 0) are trained one by one by ``distill``: their random masks come from
+    the global RNG in an order a batched model cannot reproduce. BatchNorm students are batched: ``vmap`` over
+    ``functional_call`` with the stacked running statistics normalises each student's batch by its own
+    statistics and updates its own running mean and variance in place, exactly as when trained alone."""
     if isinstance(student, str):
         with torch.random.fork_rng(devices=[]):
             student = _resolve_model(student, dataset, 0, "student")
-    unbatchable = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                   nn.modules.batchnorm._BatchNorm)
-    return not any(isinstance(module, unbatchable) for module in student.modules())
+    dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+    return not any(isinstance(module, dropout) and module.p > 0 for module in student.modules())
 
 
 def _run_key(config, fingerprint):

@@ -1,5 +1,6 @@
 """Tests of kdlab.sweep: the batched optimizer, the stacked loss terms, grids, equivalence with distill,
 interrupted sweeps, the figure and the CLI."""
+import copy
 import importlib
 import math
 
@@ -277,6 +278,34 @@ def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher
                                  progress=False)
     assert _max_weight_difference(students[0], reference) == 0.0
     assert dropped["loss"].tolist() == pytest.approx(history["loss"].tolist(), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_batchnorm_students_are_batched_and_equal_distill(transfer, teacher):
+    """BatchNorm: each student normalises by its own batch statistics and keeps its own running statistics
+    (vmap over functional_call); weights, running mean and variance match distill's."""
+    torch.manual_seed(7)
+    student = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                  torch.nn.MaxPool2d(4), torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 10))
+    calls = []
+    original = sweep_module._train_group
+
+    def counting(group, *args):
+        calls.append(len(group))
+        return original(group, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_module, "_train_group", counting)
+        frame, students = kdlab.sweep(teacher, transfer, student=student, grid={"temperature": [2.0, 8.0]},
+                                      epochs=2, lr=0.05, progress=False, return_students=True)
+    assert calls == [2]  # one batched group
+    for config, rows in frame.groupby("config"):
+        reference, history = distill(teacher, transfer, student=copy.deepcopy(student),
+                                     temperature=rows.iloc[0]["temperature"], epochs=2, lr=0.05, progress=False)
+        assert _max_weight_difference(students[config], reference) < 1e-5  # state_dict: running stats too
+        assert students[config][1].running_var.sub(1).abs().max() > 1e-3  # the statistics did move
+        np.testing.assert_allclose(rows["loss"], history["loss"], rtol=1e-5)
+        np.testing.assert_allclose(rows["test_acc"], history["test_acc"], atol=0.1)
 
 
 @pytest.mark.slow
