@@ -72,7 +72,7 @@ def _mnist_cnn(in_channels: int, image_size: int, num_classes: int) -> nn.Sequen
 
 
 def _small_cnn(in_channels: int, image_size: int, num_classes: int) -> nn.Sequential:
-    """A tiny convolutional student (no BatchNorm, so it can be vmapped like the MLPs)."""
+    """A tiny convolutional student (no BatchNorm, no dropout)."""
     side = image_size // 4
     return nn.Sequential(
         nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -36,10 +36,11 @@ model is created, a ``torch.Generator().manual_seed(seed)`` permutation per epoc
 defaults, the same schedule), so each student of a sweep ends within float tolerance of the same
 configuration trained alone by ``kdlab.distill`` (tested for KD/TTM with SGD/AdamW).
 
-Students are grouped automatically: one group per (student architecture, batch size, epochs). BatchNorm
-students are batched too (each keeps its own running statistics). Students with active dropout, whose random
-masks come from the global RNG in an order a batched model cannot reproduce, are trained by
-``kdlab.distill`` one by one; the result is the same, just slower.
+Students are grouped automatically: one group per (student architecture, batch size, epochs). MLP students
+are always batched. Other architectures are batched on a GPU (``vmap``; BatchNorm students keep their own
+running statistics) and trained one by one on the CPU, where ``vmap``'s grouped convolutions are slower than
+separate runs. Students with active dropout, whose random masks come from the global RNG in an order a batched
+model cannot reproduce, are always trained by ``kdlab.distill`` one by one; the result is the same.
 
 With ``out=folder`` every finished group is saved atomically to ``folder/groups/<key>.csv`` and the final
 table to ``folder/sweep.csv``. Each row carries a ``run_key``, a hash of everything that determines the run
@@ -155,7 +156,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     folder = Path(out) if out is not None else None
     finished = _load_finished(folder) if folder is not None else {}
     todo = [c for c in configs if c["run_key"] not in finished]
-    groups = _make_groups(todo, dataset)
+    groups = _make_groups(todo, dataset, device)
 
     from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
 
@@ -166,7 +167,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     cached_teacher_logits = _TeacherLogits(teacher, dataset)
     try:
         for group in groups:
-            if len(group) > 1 or _batchable(group[0]["student"], dataset):
+            if len(group) > 1 or _batchable(group[0]["student"], dataset, device):
                 frame, trained = _train_group(group, dataset, teacher, cached_teacher_logits, device, bar)
             else:
                 frame, trained = _distill_one(group[0], dataset, teacher, device, bar)
@@ -418,7 +419,7 @@ def _identity(config):
                        "settings": config["settings"]}, sort_keys=True, default=str)
 
 
-def _make_groups(configs, dataset):
+def _make_groups(configs, dataset, device):
     """Configurations that can share a pass: same student architecture, batch size and number of epochs.
     Inside a group, students are ordered by optimizer (contiguous ranges for StackedOptimizer), method
     (one stacked loss call per method) and seed (students of one seed share their first layer's product).
@@ -432,23 +433,35 @@ def _make_groups(configs, dataset):
     result = []
     for group in groups.values():
         group.sort(key=lambda c: (c["settings"]["optimizer"], c["method"], c["seed"], c["config"]))
-        if _batchable(group[0]["student"], dataset):
+        if _batchable(group[0]["student"], dataset, device):
             result.append(group)
         else:
             result.extend([config] for config in group)
     return result
 
 
-def _batchable(student, dataset):
-    """Students with active dropout (p > 0) are trained one by one by ``distill``: their random masks come from
-    the global RNG in an order a batched model cannot reproduce. BatchNorm students are batched: ``vmap`` over
-    ``functional_call`` with the stacked running statistics normalises each student's batch by its own
-    statistics and updates its own running mean and variance in place, exactly as when trained alone."""
+def _batchable(student, dataset, device):
+    """Whether the students of this architecture train as one batched model.
+
+    * Active dropout (p > 0): no, anywhere. The random masks come from the global RNG in an order a batched
+      model cannot reproduce; ``distill`` trains them one by one (same result, not faster).
+    * MLPs (Flatten, Linear, ReLU): yes (:class:`_StackedMLP`; on two CPU cores 8 students cost ~2x one).
+    * Other architectures: on a GPU, yes, through ``vmap`` over ``functional_call`` (BatchNorm included: each
+      student normalises by its own batch statistics and updates its own running statistics, exactly as
+      alone). On the CPU, no: there ``vmap`` turns the convolutions into grouped ones whose backward is slow,
+      and 8 ``small_cnn`` students took 11.5 s batched against 7.7 s one by one. ``_VMAP_ON_CPU = True``
+      batches them anyway (the tests use it to check the GPU path's results on the CPU).
+    """
     if isinstance(student, str):
         with torch.random.fork_rng(devices=[]):
             student = _resolve_model(student, dataset, 0, "student")
     dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-    return not any(isinstance(module, dropout) and module.p > 0 for module in student.modules())
+    if any(isinstance(module, dropout) and module.p > 0 for module in student.modules()):
+        return False
+    return _mlp_layers(student) is not None or device.type != "cpu" or _VMAP_ON_CPU
+
+
+_VMAP_ON_CPU = False
 
 
 def _run_key(config, fingerprint):

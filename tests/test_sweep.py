@@ -43,6 +43,40 @@ def _relative_weight_difference(a, b):
     return max(((a.state_dict()[k] - v).norm() / v.norm()).item() for k, v in b.state_dict().items())
 
 
+def _count_group_calls(monkeypatch):
+    """Record the size of every group that kdlab.sweep trains as one batched model."""
+    calls = []
+    original = sweep_module._train_group
+
+    def counting(group, *args):
+        calls.append(len(group))
+        return original(group, *args)
+
+    monkeypatch.setattr(sweep_module, "_train_group", counting)
+    return calls
+
+
+def test_which_students_are_batched_on_the_cpu_and_on_a_gpu(monkeypatch):
+    data = load_dataset("mnist10k").transfer_set(20)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    batchable = sweep_module._batchable
+    assert batchable("mlp64", data, cpu) and batchable("mlp64", data, gpu)
+    assert not batchable("small_cnn", data, cpu) and batchable("small_cnn", data, gpu)
+    with_dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Dropout(0.1))
+    inactive_dropout = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Dropout(0.0))
+    assert not batchable(with_dropout, data, cpu) and not batchable(with_dropout, data, gpu)
+    assert batchable(inactive_dropout, data, gpu)
+    monkeypatch.setattr(sweep_module, "_VMAP_ON_CPU", True)
+    assert batchable("small_cnn", data, cpu) and not batchable(with_dropout, data, cpu)
+
+
+def test_convolutional_students_train_one_by_one_on_the_cpu(transfer, teacher, monkeypatch):
+    calls = _count_group_calls(monkeypatch)
+    frame = kdlab.sweep(teacher, transfer, student="small_cnn", grid={"temperature": [2.0, 6.0]}, epochs=1,
+                        progress=False)
+    assert calls == [] and frame["config"].nunique() == 2  # two distill runs, no batched group
+
+
 # ----------------------------------------------------------------------------------------------------------
 # StackedOptimizer == torch.optim, slice by slice
 
@@ -281,23 +315,17 @@ def test_sweep_groups_by_batch_size_and_falls_back_for_dropout(transfer, teacher
 
 
 @pytest.mark.slow
-def test_batchnorm_students_are_batched_and_equal_distill(transfer, teacher):
+def test_batchnorm_students_are_batched_and_equal_distill(transfer, teacher, monkeypatch):
     """BatchNorm: each student normalises by its own batch statistics and keeps its own running statistics
-    (vmap over functional_call); weights, running mean and variance match distill's."""
+    (vmap over functional_call: the GPU path, forced on the CPU here); weights, running mean and variance
+    match distill's."""
     torch.manual_seed(7)
     student = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                                   torch.nn.MaxPool2d(4), torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 10))
-    calls = []
-    original = sweep_module._train_group
-
-    def counting(group, *args):
-        calls.append(len(group))
-        return original(group, *args)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep_module, "_train_group", counting)
-        frame, students = kdlab.sweep(teacher, transfer, student=student, grid={"temperature": [2.0, 8.0]},
-                                      epochs=2, lr=0.05, progress=False, return_students=True)
+    monkeypatch.setattr(sweep_module, "_VMAP_ON_CPU", True)
+    calls = _count_group_calls(monkeypatch)
+    frame, students = kdlab.sweep(teacher, transfer, student=student, grid={"temperature": [2.0, 8.0]},
+                                  epochs=2, lr=0.05, progress=False, return_students=True)
     assert calls == [2]  # one batched group
     for config, rows in frame.groupby("config"):
         reference, history = distill(teacher, transfer, student=copy.deepcopy(student),
@@ -309,15 +337,19 @@ def test_batchnorm_students_are_batched_and_equal_distill(transfer, teacher):
 
 
 @pytest.mark.slow
-def test_convolutional_students_on_augmented_data_equal_distill(transfer, teacher):
-    """small_cnn runs through vmap(functional_call); with dataset.augment the batches are augmented with each
-    seed's own generator and the teacher runs on every batch, as in distill."""
+def test_convolutional_students_on_augmented_data_equal_distill(transfer, teacher, monkeypatch):
+    """small_cnn runs through vmap(functional_call) (the GPU path, forced on the CPU here); with
+    dataset.augment the batches are augmented with each seed's own generator and the teacher runs on every
+    batch, as in distill."""
     import dataclasses
 
+    monkeypatch.setattr(sweep_module, "_VMAP_ON_CPU", True)
+    calls = _count_group_calls(monkeypatch)
     augmented = dataclasses.replace(transfer, augment=True)
     grid = {"temperature": [2.0, 6.0], "seed": [0, 3]}
     frame, students = kdlab.sweep(teacher, augmented, student="small_cnn", grid=grid, epochs=1, lr=0.02,
                                   progress=False, return_students=True)
+    assert calls == [4]  # one batched group
     for config, rows in frame.groupby("config"):
         first = rows.iloc[0]
         student, history = distill(teacher, augmented, student="small_cnn", temperature=first["temperature"],
