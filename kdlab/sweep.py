@@ -341,6 +341,7 @@ class StackedOptimizer:
         """One fused SGD update of students start..stop when they share lr, momentum (> 0) and weight decay:
         PyTorch's own fused kernel (``torch.optim.SGD(fused=True)``), one pass over each tensor instead of
         three or four. Returns False (nothing updated) when it does not apply."""
+        global _FUSED_SGD
         if _FUSED_SGD is None or len(set(self.lr[start:stop])) != 1 or len(set(self.momentum[start:stop])) != 1 \
                 or len(set(self.weight_decay[start:stop])) != 1 or self.momentum[start] == 0:
             return False
@@ -348,13 +349,19 @@ class StackedOptimizer:
         if not params or params[0][0].device.type not in ("cpu", "cuda"):
             return False
         first_step = start not in params[0][1]
-        for param, state in params:
-            if first_step:
-                state[start] = torch.empty_like(param[start:stop])
-        _FUSED_SGD([param[start:stop] for param, _ in params], [param.grad[start:stop] for param, _ in params],
-                   [state[start] for _, state in params], weight_decay=self.weight_decay[start],
-                   momentum=self.momentum[start], lr=self.lr[start], dampening=0.0, nesterov=False,
-                   maximize=False, is_first_step=first_step)
+        buffers = [torch.empty_like(param[start:stop]) if first_step else state[start] for param, state in params]
+        try:
+            _FUSED_SGD([param[start:stop] for param, _ in params], [param.grad[start:stop] for param, _ in params],
+                       buffers, weight_decay=self.weight_decay[start], momentum=self.momentum[start],
+                       lr=self.lr[start], dampening=0.0, nesterov=False, maximize=False, is_first_step=first_step)
+        except (RuntimeError, NotImplementedError, TypeError):
+            # An older torch (CUDA-only kernel) or another signature: the dispatcher refuses before updating
+            # anything, so the formulas of step() take over, now and from then on.
+            _FUSED_SGD = None
+            return False
+        if first_step:
+            for (_, state), buffer in zip(params, buffers):
+                state[start] = buffer
         return True
 
 

@@ -130,6 +130,27 @@ def test_stacked_optimizer_matches_torch_optim(kinds, uniform):
         assert fused_calls == [True] * 6  # one SGD range, six steps, every one fused
 
 
+def test_stacked_optimizer_falls_back_when_the_fused_kernel_is_refused(monkeypatch):
+    """An older torch without the CPU kernel: the formulas take over and the result is the same."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("_fused_sgd_ is not implemented for CPU")
+
+    monkeypatch.setattr(sweep_module, "_FUSED_SGD", refuse)
+    generator = torch.Generator().manual_seed(4)
+    start = torch.randn(2, 3, generator=generator)
+    grads = [torch.randn(2, 3, generator=generator) for _ in range(3)]
+    param = start.clone().requires_grad_()
+    optimizer = StackedOptimizer([param], ["sgd", "sgd"], 0.1, 0.9, 1e-3)
+    reference = start.clone().requires_grad_()
+    torch_optimizer = torch.optim.SGD([reference], lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for grad in grads:
+        param.grad, reference.grad = grad.clone(), grad.clone()
+        optimizer.step()
+        torch_optimizer.step()
+    assert sweep_module._FUSED_SGD is None  # refused once, then not asked again
+    torch.testing.assert_close(param.detach(), reference.detach(), rtol=1e-6, atol=1e-7)
+
+
 def test_stacked_optimizer_rejects_bad_input():
     params = [torch.zeros(2, 3, requires_grad=True)]
     with pytest.raises(ValueError, match="kinds"):
