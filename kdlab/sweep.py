@@ -1049,47 +1049,62 @@ def _fused_terms(methods, student_logits, teacher_logits, targets, epoch, cache)
     """
     count, batch, num_classes = student_logits.shape
     name = methods[0].name
-    hparams = [m.hparams for m in methods]
     z = student_logits.detach().double()
-
-    def column(key, warm_up=True):
-        """(M, 1, 1) float64 column of hparams[key] (times the warm-up factor of this epoch)."""
-        if ("fused", key, epoch, warm_up) not in cache:
-            values = [h[key] * (m.warmup_factor(epoch) if warm_up else 1.0) for h, m in zip(hparams, methods)]
-            cache[("fused", key, epoch, warm_up)] = torch.tensor(values, dtype=torch.float64,
-                                                                 device=z.device).view(-1, 1, 1)
-        return cache[("fused", key, epoch, warm_up)]
+    factors = _fused_factors(methods, epoch, batch, num_classes, z.device, cache)
 
     log_q = torch.log_softmax(z, dim=-1)
     q = log_q.exp()
-    target = F.one_hot(targets.long(), num_classes).to(z.dtype)
+    target = factors["eye"][targets]  # one-hot rows, (M, B, K)
     if name == "label_smoothing":
-        smoothing = column("smoothing", warm_up=False)
-        target = (1.0 - smoothing) * target + smoothing / num_classes
-    ce_weight = column("ce_weight", warm_up=False)
-    terms = {"ce": ce_weight.view(-1) * -(target * log_q).sum(dim=-1).mean(dim=1)}
-    grad = ce_weight * (q - target)
+        target = target * factors["keep"] + factors["spread"]
+    terms = {"ce": factors["ce"].view(-1) * -(target * log_q).sum(dim=(1, 2))}
+    grad = factors["ce"] * (q - target)
     if name in ("kd", "ttm", "wttm"):
-        temperature = column("temperature", warm_up=False)
+        temperature = factors["temperature"]
         v = teacher_logits.detach().double()
         log_p = torch.log_softmax(v / temperature, dim=-1)
         p = log_p.exp()
         if name == "kd":
-            weight = column("kd_weight")
             log_q_t = torch.log_softmax(z / temperature, dim=-1)
-            kl = (p * (log_p - log_q_t)).sum(dim=-1)
-            terms["kd"] = (weight * temperature ** 2).view(-1) * kl.mean(dim=1)
-            grad = grad + (weight * temperature) * (log_q_t.exp() - p)
+            terms["kd"] = factors["kd_term"].view(-1) * (p * (log_p - log_q_t)).sum(dim=(1, 2))
+            grad = grad + factors["kd_grad"] * (log_q_t.exp() - p)
         else:
-            weight = column("beta")
             per_sample, direction = (p * (log_p - log_q)).sum(dim=-1), q - p
             if name == "wttm":
                 power_sum = torch.logsumexp(torch.log_softmax(v, dim=-1) / temperature, dim=-1).exp()
                 per_sample, direction = power_sum * per_sample, power_sum.unsqueeze(-1) * direction
-            terms[name] = weight.view(-1) * per_sample.mean(dim=1)
-            grad = grad + weight * direction
+            terms[name] = factors["beta"].view(-1) * per_sample.sum(dim=1)
+            grad = grad + factors["beta"] * direction
     terms = {term: value.float() for term, value in terms.items()}
-    return terms, sum(terms.values()), (grad / batch).float()
+    return terms, sum(terms.values()), grad.float()
+
+
+def _fused_factors(methods, epoch, batch, num_classes, device, cache):
+    """The per-student constants of :func:`_fused_terms` as (M, 1, 1) float64 columns, with the batch mean's
+    1 / B and this epoch's warm-up folded in; computed once per (epoch, batch size) and kept in ``cache``."""
+    key = ("fused", epoch, batch)
+    if key not in cache:
+        def column(values):
+            return torch.tensor(values, dtype=torch.float64, device=device).view(-1, 1, 1)
+
+        hparams = [m.hparams for m in methods]
+        warm = [m.warmup_factor(epoch) for m in methods]
+        factors = {"eye": torch.eye(num_classes, dtype=torch.float64, device=device),
+                   "ce": column([h["ce_weight"] / batch for h in hparams])}
+        if methods[0].name == "label_smoothing":
+            factors["keep"] = column([1.0 - h["smoothing"] for h in hparams])
+            factors["spread"] = column([h["smoothing"] / num_classes for h in hparams])
+        if methods[0].name in ("kd", "ttm", "wttm"):
+            temperatures = [h["temperature"] for h in hparams]
+            factors["temperature"] = column(temperatures)
+        if methods[0].name == "kd":
+            weights = [h["kd_weight"] * w / batch for h, w in zip(hparams, warm)]
+            factors["kd_term"] = column([c * t * t for c, t in zip(weights, temperatures)])
+            factors["kd_grad"] = column([c * t for c, t in zip(weights, temperatures)])
+        if methods[0].name in ("ttm", "wttm"):
+            factors["beta"] = column([h["beta"] * w / batch for h, w in zip(hparams, warm)])
+        cache[key] = factors
+    return cache[key]
 
 
 # Recipes whose terms and gradient _fused_terms computes in closed form (the sweep's CPU path for MLPs).
