@@ -5,8 +5,8 @@ mnist10k, the recipe's 10 epochs) three ways, on 2 CPU threads:
   (b) kdlab.distill, 8 times;
   (c) one kdlab.sweep (in a fresh subprocess, so that its peak memory is its own).
 
-(b) and (c) are timed warm, after a one-epoch warm-up call each (lazy imports, first-call kernel selection and
-the allocator's first growth cost a fresh process ~1.5 s once; those calls are printed too). The machine's
+(a), (b) and (c) are timed warm, each after an untimed warm-up run (lazy imports, first-call kernel selection
+and the allocator's first growth cost a fresh process ~1.3-1.5 s once, whatever it runs first). The machine's
 speed drifts (a shared VM: up to ~30 % over tens of seconds), so (b), (c) and the matmul peak are measured in
 rounds, side by side: each round times one sweep, then the 8 distill runs ("one distill run" = their median),
 after measuring the matmul peak; every ratio is taken within a round and the median over rounds is reported.
@@ -170,16 +170,15 @@ def main():
             accuracy.append(history["test_acc"].iloc[-1])
         return seconds, cpu, accuracy
 
-    # Warm-ups: the first call of each in a fresh process pays lazy imports, kernel selection and the
-    # allocator's first growth (reported, not compared).
-    _, cold_distill, _ = timed(lambda: distill(teacher, transfer, temperature=4.0, epochs=1, progress=False))
-    _, cold_sweep, _ = timed(lambda: kdlab.sweep(teacher, transfer, student="mlp64",
-                                                 grid={"temperature": TEMPERATURES}, method="kd", epochs=1,
-                                                 progress=False))
-
+    tutorial_distill(teacher, transfer, 1, seed=0, lr=0.01, momentum=0.9)  # warm-up of (a): lazy imports
     tutorial_acc, seconds_a, cpu_a = timed(lambda: [
         tutorial_distill(teacher, transfer, epochs, seed=0, lr=0.01, momentum=0.9, temperature=t)[1]
         for t in TEMPERATURES])
+
+    # Warm-ups, after (a) so that the heap is in its final shape: one untimed full run of each (a first
+    # sweep right after (a) ran ~40 % slower than the next ones: lazy imports, kernel selection, heap growth).
+    one_sweep()
+    distill(teacher, transfer, temperature=4.0, epochs=epochs, progress=False)
 
     # FLOPs that (c) runs: students train (about 2x forward) on every transfer image and evaluate the test set
     # each epoch; the teacher runs once over the transfer set (its logits are cached and shared).
@@ -226,8 +225,6 @@ def main():
           "   (median over rounds)")
     print(f"    one distill run          {median('one_distill'):8.3f}  {median('one_distill_cpu'):8.3f}")
     print(f"(c) one kdlab.sweep:        {seconds_c:8.2f}  {cpu_c:8.2f}")
-    print(f"    first calls in this process (1 epoch, warm-ups): distill {cold_distill:.2f} s, sweep "
-          f"{cold_sweep:.2f} s")
     print()
     print(f"(c) / one distill run: {median_ratio('sweep', 'one_distill'):5.2f} x wall, "
           f"{median_ratio('sweep_cpu', 'one_distill_cpu'):5.2f} x CPU   (target <= 2.5 x; median of the rounds' ratios)")
