@@ -7,7 +7,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from kdlab import dtkd_temperatures, sharpness, tempered_softmax
+from kdlab import dtkd_temperatures, tempered_softmax
 from kdlab import widgets
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

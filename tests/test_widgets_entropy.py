@@ -7,7 +7,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from kdlab import entropy, smoothing_for_entropy, tempered_softmax
+from kdlab import entropy, smoothing_for_entropy
 from kdlab import widgets
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
