@@ -341,17 +341,23 @@ def _run_study(args):
 
 def _add_methods_command(subparsers):
     command = subparsers.add_parser("methods", help="list the distillation methods and their defaults",
-                                    description="List every method name with its default hyper-parameters.")
+                                    description="List every method name with its default hyper-parameters "
+                                                "(the papers' values) and what a training recipe changes.")
     command.set_defaults(run=_run_methods)
 
 
 def _run_methods(args):
     from kdlab.methods import list_methods
+    from kdlab.train import RECIPE_METHODS
+
+    def listing(values):
+        return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                         for key, value in values.items())
 
     for name, defaults in list_methods().items():
-        settings = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                             for key, value in defaults.items())
-        print(f"{name:16s} {settings}")
+        changes = "".join(f"   [{recipe} recipe: {listing(methods[name])}]"
+                          for recipe, methods in RECIPE_METHODS.items() if name in methods)
+        print(f"{name:16s} {listing(defaults)}{changes}")
     return 0
 
 

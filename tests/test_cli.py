@@ -39,6 +39,8 @@ def test_methods_and_models_are_listed(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(list_methods())
     assert "temperature=4" in next(line for line in lines if line.startswith("kd "))
+    ttm = next(line for line in lines if line.startswith("ttm "))
+    assert "beta=100" in ttm and "[mnist10k recipe: beta=3]" in ttm
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()] == list_models()
