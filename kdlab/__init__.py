@@ -35,6 +35,9 @@ from kdlab.train import RECIPE_METHODS, RECIPES, cache_dir, distill, evaluate, p
 # sweeps: a grid of students (temperatures x seeds x methods x optimizers) trained as one batched model
 from kdlab.sweep import expand_grid, sweep
 
+# statistics: calibration (NLL, ECE) and the one rule for "is A better than B" (paired by seed, t interval)
+from kdlab.stats import calibration, compare, describe_comparison
+
 # studies: Frank & Davis (2026)'s temperature studies as data + runners, teacher ablations, verdicts (notebook 05)
 from kdlab.studies import (
     STUDY_NAMES,

@@ -34,6 +34,7 @@ __all__ = [
     "sharpness_gap_vs_delta",
     "teacher_vs_label_smoothing",
     "temperature_by_training_length",
+    "plot_comparison",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -640,3 +641,54 @@ def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
     axes[0].set_ylabel({"test_acc": "test accuracy [%]"}.get(y, y))
     axes[-1].legend(fontsize=8)
     return axes[0].figure
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paired comparisons (kdlab.compare), every notebook.
+
+_VERDICT_MARKERS = {"better": "^", "worse": "v", "equivalent": "s", "inconclusive": "o"}
+
+
+@_styled
+def plot_comparison(table, label=None, baseline="baseline", unit="points", ax=None, title=None, margin=None):
+    """Paired differences against a baseline with their intervals: one row per line of ``kdlab.compare``.
+
+    ``table`` is the DataFrame ``kdlab.compare`` returns. ``label`` names the column(s) that label a row
+    (default: every column before "n"). Each row is a point at the mean paired difference with a bar over its
+    interval; the marker shows the verdict (triangle up better, down worse, square equivalent, circle
+    inconclusive). The axis is centred on 0 (no difference), drawn as a line; ``margin`` adds the
+    equivalence band (shaded, labelled). Rows without an interval (n < 2) are drawn as hollow points.
+    """
+    columns = list(getattr(table, "columns", ()))
+    for column in ("n", "difference", "ci_low", "ci_high", "verdict"):
+        if column not in columns:
+            raise ValueError(f"table must be a DataFrame returned by kdlab.compare (missing column {column!r})")
+    labels = columns[:columns.index("n")] if label is None else ([label] if isinstance(label, str) else list(label))
+    ax = _axes(ax, figsize=(6.0, 0.45 * len(table) + 1.4))
+    positions = np.arange(len(table))[::-1]
+    for y, (_, row) in zip(positions, table.iterrows()):
+        name = ", ".join(f"{row[c]:g}" if isinstance(row[c], float) else str(row[c]) for c in labels)
+        color = _color(row[labels[-1]] if labels else "", int(y))
+        has_interval = np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])
+        if has_interval:
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, linewidth=2.2, solid_capstyle="butt")
+        ax.scatter([row["difference"]], [y], marker=_VERDICT_MARKERS.get(row["verdict"], "o"), s=46, zorder=3,
+                   color=color if has_interval else "white", edgecolors=color)
+        ax.annotate(f"{row['verdict']} (n={int(row['n'])})", (1.0, y), xycoords=("axes fraction", "data"),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, annotation_clip=False)
+        ax.text(0.0, y, name + "  ", transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=9)
+    ax.axvline(0.0, color="black", linewidth=1)
+    if margin is not None:
+        ax.axvspan(-margin, margin, color="#999999", alpha=0.15, label=f"equivalence margin \u00b1{margin:g}")
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=1)
+    finite = table[["ci_low", "ci_high", "difference"]].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    reach = max(np.abs(finite).max() if finite.size else 1.0, margin or 0.0) * 1.15 or 1.0
+    ax.set_xlim(-reach, reach)
+    ax.set_yticks([])
+    ax.set_ylim(-0.7, len(table) - 0.3)
+    ax.set_xlabel(f"paired difference vs {baseline} [{unit}]; bar = interval")
+    ax.grid(axis="y", visible=False)
+    if title:
+        ax.set_title(title)
+    return ax.figure

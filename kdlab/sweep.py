@@ -65,6 +65,7 @@ from torch import nn
 
 from kdlab.losses import dkd_loss, kd_loss, lskd_loss, ttm_loss, wttm_loss
 from kdlab.methods import get_method, list_methods
+from kdlab.stats import calibration
 from kdlab.train import (
     _atomic_write_text,
     _autocast,
@@ -87,7 +88,7 @@ from kdlab.train import (
 __all__ = ["sweep", "expand_grid", "StackedOptimizer"]
 
 # Bump when the meaning of a saved group file changes: old files are then simply not reused.
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: test_nll and test_ece columns
 _CONFIG_COLUMNS = ("student", "method", "temperature", "seed", "epochs", "optimizer", "lr", "batch_size",
                    "weight_decay", "momentum", "schedule")
 
@@ -690,7 +691,8 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
             for _, scheduler in method_optimizers:
                 if scheduler is not None:
                     scheduler.step()
-            test_acc = _test_accuracy(forward_shared, skeleton, params, buffers, dataset, device)
+            test_metrics = _test_metrics(forward_shared, skeleton, params, buffers, dataset, device)
+            test_acc = test_metrics["test_acc"]
             seconds = time.perf_counter() - start_time
             means = (running.double() / seen).tolist()
             totals = dict(zip(term_names + ["loss"], means))
@@ -701,7 +703,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                             and not math.isnan(values[n])})
                 row["loss"] = totals["loss"][n]
                 row["train_acc"] = train_acc[n]
-                row["test_acc"] = test_acc[n]
+                row.update({name: values[n] for name, values in test_metrics.items()})
                 row["epoch_lr"] = epoch_lrs[n]
                 row["seconds"] = seconds
                 t_sum, t_count, t_min, t_max = temperature_stats[n]
@@ -864,19 +866,21 @@ def _mlp_layers(model):
     return layers
 
 
-def _test_accuracy(forward, skeleton, params, buffers, dataset, device):
-    """Test accuracy (percent) of every student, from one batched forward per chunk of test images."""
+def _test_metrics(forward, skeleton, params, buffers, dataset, device):
+    """Test accuracy (percent), NLL and ECE of every student, from one batched forward per chunk of test images."""
     skeleton.eval()
     images, targets = dataset.test_images, dataset.test_targets.to(device)
-    count = next(iter(params.values())).shape[0]
-    correct = torch.zeros(count, dtype=torch.int64, device=device)
+    chunks = []
     with torch.no_grad(), _autocast(device):
         chunk = _eval_batch(device)
         for start in range(0, images.shape[0], chunk):
-            logits = forward(params, buffers, images[start:start + chunk].to(device))
-            correct += (logits.float().argmax(dim=-1) == targets[start:start + chunk]).sum(dim=1)
+            chunks.append(forward(params, buffers, images[start:start + chunk].to(device)).float())
     skeleton.train()
-    return (100.0 * correct.double() / targets.shape[0]).tolist()
+    logits = torch.cat(chunks, dim=1)  # (N, test images, K)
+    correct = (logits.argmax(dim=-1) == targets).sum(dim=1)
+    metrics = {"test_acc": (100.0 * correct.double() / targets.shape[0]).tolist()}
+    metrics.update({f"test_{name}": values for name, values in calibration(logits, targets).items()})
+    return metrics
 
 
 def _lr_schedule(settings):
@@ -1166,7 +1170,7 @@ def _assemble(configs, finished):
     return frame[ordered].sort_values(["config", "epoch"], kind="stable").reset_index(drop=True)
 
 
-_HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "epoch_lr", "seconds", "temperature_mean",
+_HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "test_nll", "test_ece", "epoch_lr", "seconds", "temperature_mean",
                     "temperature_min", "temperature_max")
 
 

@@ -53,6 +53,7 @@ from torch import nn
 from kdlab.data import Dataset, augment_batch, load_dataset
 from kdlab.methods import get_method
 from kdlab.models import create_model
+from kdlab.stats import calibration
 
 __all__ = ["RECIPES", "RECIPE_METHODS", "train_teacher", "distill", "evaluate", "predict", "cache_dir"]
 
@@ -649,7 +650,7 @@ def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, re
             row.update({k: totals[i] / seen_total for i, k in enumerate(names) if k != "loss"})
             row["loss"] = totals[names.index("loss")] / seen_total
             row["train_acc"] = 100.0 * correct_total / seen_total
-            row["test_acc"] = evaluate(model, dataset)
+            row.update(_test_metrics(model, dataset))
             row["lr"] = lr
             row["seconds"] = time.perf_counter() - start_time
             if t_count > 0:
@@ -703,6 +704,15 @@ def _check_logits(logits, dataset, who):
     if logits.dim() != 2 or logits.shape[1] != dataset.num_classes:
         raise ValueError(f"{who} must return logits of shape (batch, {dataset.num_classes}) for dataset "
                          f"{dataset.name!r}, got {tuple(logits.shape)}")
+
+
+def _test_metrics(model, dataset):
+    """test_acc (percent, as ``evaluate``), test_nll (nats) and test_ece (percent) from one pass over the test set."""
+    logits = predict(model, dataset.test_images)
+    targets = dataset.test_targets.to(logits.device)
+    metrics = {"test_acc": _accuracy(logits, targets)}
+    metrics.update({f"test_{name}": value for name, value in calibration(logits, targets).items()})
+    return metrics
 
 
 def _accuracy(logits, targets):

@@ -156,7 +156,8 @@ def test_bad_arguments_raise_clear_errors(small, teacher):
 
 def test_history_has_one_row_per_epoch_and_every_loss_term(small, teacher):
     student, history = distill(teacher, small, method="kd", epochs=3, progress=False)
-    assert list(history.columns) == ["epoch", "ce", "kd", "loss", "train_acc", "test_acc", "lr", "seconds"]
+    assert list(history.columns) == ["epoch", "ce", "kd", "loss", "train_acc", "test_acc", "test_nll", "test_ece",
+                                     "lr", "seconds"]
     assert history["epoch"].tolist() == [1, 2, 3]
     assert history["loss"].to_numpy() == pytest.approx((history["ce"] + history["kd"]).to_numpy(), rel=1e-5)
     assert history["test_acc"].iloc[-1] == pytest.approx(evaluate(student, small), abs=1e-9)
@@ -366,7 +367,7 @@ def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, m
     kwargs = dict(method="ctkd", epochs=4, schedule=[2, 3], progress=False)
     reference, reference_history = distill(teacher, small, **kwargs)
 
-    real_evaluate, calls = train.evaluate, []
+    real_evaluate, calls = train._test_metrics, []
 
     def interrupt_in_epoch_3(*args, **kw):
         calls.append(1)
@@ -374,10 +375,10 @@ def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, m
             raise KeyboardInterrupt
         return real_evaluate(*args, **kw)
 
-    monkeypatch.setattr(train, "evaluate", interrupt_in_epoch_3)
+    monkeypatch.setattr(train, "_test_metrics", interrupt_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, small, checkpoint_dir=tmp_path, **kwargs)
-    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    monkeypatch.setattr(train, "_test_metrics", real_evaluate)
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert kept["epoch"] == 2  # the last finished epoch survives the interruption
 
@@ -388,7 +389,7 @@ def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, m
 
 def test_resuming_a_finished_run_returns_at_once(small, teacher, tmp_path, monkeypatch):
     student, history = distill(teacher, small, epochs=2, checkpoint_dir=tmp_path, progress=False)
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: pytest.fail("a finished run was trained"))
+    monkeypatch.setattr(train, "_test_metrics", lambda *a, **k: pytest.fail("a finished run was trained"))
     again, history_again = distill(teacher, small, epochs=2, checkpoint_dir=tmp_path, resume=True,
                                    progress=False)
     assert _same_weights(student, again)
