@@ -1008,7 +1008,7 @@ class Prediction:
         if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not 0 < tolerance < math.inf:
             raise ValueError(f"tolerance must be a number > 0 (relative), got {tolerance!r}")
         self.question, self.choices, self.tolerance, self.unit = question, choices, float(tolerance), unit
-        self.name = name or question
+        self.name = f"prediction · {name or question}"
         self.committed = None
         self._widget = None
 
