@@ -50,5 +50,6 @@ from kdlab.studies import (
     summary_table,
 )
 
-# notebooks: figures (kdlab.plots.<figure>(...)) and slider explorers (kdlab.widgets.<builder>(...))
-from kdlab import plots, widgets
+# notebooks: figures (kdlab.plots.<figure>(...)), slider explorers (kdlab.widgets.<builder>(...)) and
+# exercises that check themselves (kdlab.exercises.check(name, answer))
+from kdlab import exercises, plots, widgets
