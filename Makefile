@@ -57,7 +57,7 @@ unit: $(TEST_STAMP)
 widgets7: $(WIDGETS7_STAMP)
 	$(WIDGETS7)/bin/python -c "import ipywidgets; assert ipywidgets.__version__ == '7.7.1', ipywidgets.__version__"
 	$(WIDGETS7)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning \
-	    tests/test_widgets.py tests/test_widgets_dtkd.py tests/test_widgets_entropy.py
+	    $(wildcard tests/test_widgets*.py)
 
 notebooks: $(TEST_STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/

@@ -152,9 +152,7 @@ def _run_distill(args):
               "seconds": float(history["seconds"].sum()), "epochs": int(history["epoch"].max())}
     used = {"student": args.student, "seed": args.seed, "settings": history.attrs.get("settings"),
             "method": history.attrs.get("method"), "transfer_size": len(transfer.train_targets),
-            "teacher": {"model": args.teacher, "seed": args.teacher_seed,
-                        "settings": teacher_history.attrs.get("settings"),
-                        "source": teacher_history.attrs.get("source")}}
+            "teacher": _teacher_used(args.teacher, args.teacher_seed, teacher_history)}
     _write_run(args, history, result, student, used=used)
     return 0
 
@@ -260,10 +258,14 @@ def _run_sweep(args):
     common = {key: value for key, value in (("epochs", args.epochs), ("momentum", args.momentum),
                                             ("schedule", args.schedule)) if value is not None}
     common.update(_parse_overrides(args.overrides))
-    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
-                               device=device, progress=not args.no_progress)
+    teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
+                                             epochs=args.teacher_epochs, device=device,
+                                             progress=not args.no_progress)
     transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
     folder = _output_folder(args)
+    _write_config(folder, args, {"grid": grid, "common": common, "student": args.student,
+                                 "transfer_size": len(transfer.train_targets),
+                                 "teacher": _teacher_used(args.teacher, args.teacher_seed, teacher_history)})
     frame = sweep(teacher, transfer, student=args.student, grid=grid, out=folder, recipe=args.recipe,
                   device=device, progress=not args.no_progress, **common)
     figure = plot_sweep(frame)
@@ -342,10 +344,12 @@ def _run_study(args):
                 "transfer_size"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    teacher, _ = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed, epochs=args.teacher_epochs,
-                               device=device, progress=not args.no_progress)
+    teacher, teacher_history = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed,
+                                             epochs=args.teacher_epochs, device=device,
+                                             progress=not args.no_progress)
     folder = _output_folder(args)
-    folder.mkdir(parents=True, exist_ok=True)
+    _write_config(folder, args, {"overrides": overrides,
+                                 "teacher": _teacher_used(teacher_name, args.teacher_seed, teacher_history)})
     for name in (STUDY_NAMES if args.study == "all" else [args.study]):
         frame = run_study(name, teacher, dataset, out=folder / "sweeps", progress=not args.no_progress,
                           device=device, **overrides)
@@ -508,6 +512,21 @@ def _run_config(args, used=None):
     }
 
 
+def _teacher_used(name, seed, history):
+    """What config.json says about the teacher: architecture, seed, training settings, where it came from."""
+    return {"model": name, "seed": seed, "settings": history.attrs.get("settings"),
+            "source": history.attrs.get("source")}
+
+
+def _write_config(folder, args, used):
+    """config.json (see ``_run_config``) into ``folder``, by rank 0 only."""
+    from kdlab.train import _rank
+
+    if _rank() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(folder / "config.json", json.dumps(_run_config(args, used), indent=2, default=str) + "\n")
+
+
 def _write_run(args, history, result, model=None, used=None):
     """Write history.csv, config.json, result.json (and model.pt) into the output folder; print a summary."""
     from kdlab.train import _rank
@@ -515,10 +534,8 @@ def _write_run(args, history, result, model=None, used=None):
     folder = _output_folder(args)
     if _rank() != 0:  # under torchrun, rank 0 writes
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    config = _run_config(args, used)
+    _write_config(folder, args, used)
     _atomic_write_text(folder / "history.csv", history.to_csv(index=False))
-    _atomic_write_text(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     _atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
     if model is not None:
         from kdlab.train import _atomic_save

@@ -186,8 +186,8 @@ def test_widget_tests_run_against_ipywidgets_7_7_1_in_their_own_environment():
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile.split("\nwidgets7:", 1)[1].split("\n\n", 1)[0]
     assert "$(WIDGETS7)/bin/python" in recipe and "7.7.1" in recipe
-    for test in sorted((ROOT / "tests").glob("test_widgets*.py")):
-        assert f"tests/{test.name}" in recipe, f"{test.name} does not run against ipywidgets 7.7.1"
+    assert "$(wildcard tests/test_widgets*.py)" in recipe  # every widget test file
+    assert len(list((ROOT / "tests").glob("test_widgets*.py"))) >= 3
     assert "ipywidgets==7.7.1" in makefile and "--no-deps" in makefile
 
 
