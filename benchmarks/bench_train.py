@@ -2,8 +2,8 @@
 
     python benchmarks/bench_train.py [--seeds 3] [--epochs 10]
 
-1. Teacher: ``train_teacher()`` with the mnist10k recipe (wall time, test accuracy), then the same call
-   again, which loads the teacher from the cache.
+1. Teacher: ``train_teacher()`` on a cold cache (the shipped weights), then ``pretrained=False`` with the
+   mnist10k recipe (wall time, test accuracy), then the same call again, which loads it from the cache.
 2. Student: ``distill(teacher, transfer_set(1000), method="kd")`` into ``mlp64`` (time and accuracy),
    with the no-teacher baseline ``method="ce"`` for the KD gain.
 3. The same distillation the way the common tutorials write it: a per-sample ``torch.utils.data.Dataset``,
@@ -102,11 +102,14 @@ def main():
     kdlab.train_teacher(data.transfer_set(100), model="mlp16", epochs=1, cache=False, progress=False)  # warm-up
 
     print("\n== teacher: train_teacher('mnist10k', model='cnn'), recipe", recipe["teacher"])
-    (teacher, history), seconds = _timed(kdlab.train_teacher, data, progress=False)
-    print(f"trained in {seconds:.1f} s (CPU time {_timed.cpu:.1f} s); test accuracy {history['test_acc'].iloc[-1]:.2f} % "
-          f"(per epoch: {', '.join(f'{a:.2f}' for a in history['test_acc'])})")
-    (_, cached_history), seconds = _timed(kdlab.train_teacher, data, progress=False)
-    print(f"second call (cache): {seconds:.2f} s, cached={cached_history.attrs['cached']}")
+    (_, shipped_history), seconds = _timed(kdlab.train_teacher, data, progress=False)
+    print(f"cold cache, shipped weights: {seconds:.2f} s, source={shipped_history.attrs['source']}, "
+          f"recorded test accuracy {shipped_history['test_acc'].iloc[-1]:.2f} %")
+    (teacher, history), seconds = _timed(kdlab.train_teacher, data, pretrained=False, progress=False)
+    print(f"pretrained=False: trained in {seconds:.1f} s (CPU time {_timed.cpu:.1f} s); test accuracy "
+          f"{history['test_acc'].iloc[-1]:.2f} % (per epoch: {', '.join(f'{a:.2f}' for a in history['test_acc'])})")
+    (_, cached_history), seconds = _timed(kdlab.train_teacher, data, pretrained=False, progress=False)
+    print(f"second call (cache): {seconds:.2f} s, source={cached_history.attrs['source']}")
 
     student_settings = dict(recipe["student"])
     if args.epochs is not None:

@@ -1,6 +1,12 @@
 """kdlab: learn how temperature works in knowledge distillation."""
 __version__ = "0.1.0"
 
+# CPU threads: torch's intra-op threads follow the CPUs this process may use (affinity, cgroup quota,
+# CPU_LIMIT) unless the user chose (OMP_NUM_THREADS, torch.set_num_threads); see kdlab.threads.
+from kdlab.threads import available_cpus, configure_threads
+
+configure_threads()
+
 # core: temperature math, losses, recipes
 from kdlab.temperature import (
     entropy,

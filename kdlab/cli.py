@@ -6,9 +6,11 @@
     kdlab models
     kdlab study methods --dataset cifar100 --teacher resnet32x4 --student resnet8x4 --out runs
 
-Training commands write into ``--out`` (default ``kdlab-runs/<command>-<time>``): ``history.csv`` (one row
-per epoch), ``config.json`` (every option), ``result.json`` (final accuracies, time) and ``model.pt`` (the
-trained weights as a state_dict). Every file is written atomically.
+Every command that trains writes into ``--out`` (default ``kdlab-runs/<command>-<time>``, for ``kdlab study``
+too). ``teacher`` and ``distill`` write ``history.csv`` (one row per epoch), ``config.json`` (the options as
+given, the settings actually used after the recipe, the kdlab / torch / Python versions, device and thread
+count), ``result.json`` (final accuracies, time) and ``model.pt`` (the trained weights as a state_dict). Every
+file is written atomically and follows the user's umask.
 
 Adding a command: write ``_add_<name>_command(subparsers)`` (which calls ``set_defaults(run=_run_<name>)``)
 and ``_run_<name>(args) -> int``, and add the first to ``build_parser``. ``_add_training_options`` and
@@ -43,6 +45,8 @@ def build_parser():
         description="Temperature in knowledge distillation: train teachers, distill students, list what "
                     "is available. Run 'kdlab COMMAND --help' for the options of a command.",
     )
+    parser.add_argument("--version", action="version", version=_version_line(),
+                        help="print the versions of kdlab, torch and Python, then exit")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_teacher_command(subparsers)
     _add_distill_command(subparsers)
@@ -51,6 +55,15 @@ def build_parser():
     _add_methods_command(subparsers)
     _add_models_command(subparsers)
     return parser
+
+
+def _version_line():
+    import platform
+
+    import torch
+
+    from kdlab import __version__
+    return f"kdlab {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -69,7 +82,8 @@ def _add_teacher_command(subparsers):
                          help="teacher architecture (default: cnn); one of: %(choices)s")
     _add_training_options(command, "teacher")
     command.add_argument("--no-cache", action="store_true",
-                         help="always train, and do not store the teacher in the kdlab cache")
+                         help="always train (neither the shipped weights nor the cache), and do not store the "
+                              "teacher in the kdlab cache")
     command.set_defaults(run=_run_teacher)
 
 
@@ -78,10 +92,12 @@ def _run_teacher(args):
 
     dataset = _load_dataset(args)
     model, history = train_teacher(dataset, model=args.model, cache=not args.no_cache,
-                                   **_training_kwargs(args))
+                                   pretrained=not args.no_cache, **_training_kwargs(args))
     result = {"test_acc": evaluate(model, dataset), "cached": bool(history.attrs.get("cached", False)),
+              "source": history.attrs.get("source"),
               "seconds": float(history["seconds"].sum()), "epochs": int(history["epoch"].max())}
-    _write_run(args, history, result, model)
+    used = {"model": args.model, "seed": args.seed, "settings": history.attrs.get("settings")}
+    _write_run(args, history, result, model, used=used)
     return 0
 
 
@@ -126,14 +142,18 @@ def _run_distill(args):
     dataset = _load_dataset(args)
     overrides = _parse_overrides(args.overrides)
     kwargs = _training_kwargs(args)
-    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
-                               recipe=args.recipe, device=kwargs["device"], progress=kwargs["progress"])
+    teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
+                                             epochs=args.teacher_epochs, recipe=args.recipe,
+                                             device=kwargs["device"], progress=kwargs["progress"])
     transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
     student, history = distill(teacher, transfer, student=args.student, method=args.method,
                                temperature=args.temperature, **kwargs, **overrides)
     result = {"test_acc": evaluate(student, dataset), "teacher_test_acc": evaluate(teacher, dataset),
               "seconds": float(history["seconds"].sum()), "epochs": int(history["epoch"].max())}
-    _write_run(args, history, result, student)
+    used = {"student": args.student, "seed": args.seed, "settings": history.attrs.get("settings"),
+            "method": history.attrs.get("method"), "transfer_size": len(transfer.train_targets),
+            "teacher": _teacher_used(args.teacher, args.teacher_seed, teacher_history)}
+    _write_run(args, history, result, student, used=used)
     return 0
 
 
@@ -211,7 +231,7 @@ def _add_sweep_command(subparsers):
     group.add_argument("--momentum", type=float, default=None, help="SGD momentum (recipes: 0.9)")
     group.add_argument("--schedule", default=None, type=_schedule,
                        help="learning-rate schedule: constant, cosine, step or milestone epochs like 150,180,210")
-    group.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    group.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     group.add_argument("--out", default=None, metavar="DIR",
                        help="output folder for sweep.csv, sweep.png and the finished groups "
@@ -238,10 +258,14 @@ def _run_sweep(args):
     common = {key: value for key, value in (("epochs", args.epochs), ("momentum", args.momentum),
                                             ("schedule", args.schedule)) if value is not None}
     common.update(_parse_overrides(args.overrides))
-    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
-                               device=device, progress=not args.no_progress)
+    teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
+                                             epochs=args.teacher_epochs, device=device,
+                                             progress=not args.no_progress)
     transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
     folder = _output_folder(args)
+    _write_config(folder, args, {"grid": grid, "common": common, "student": args.student,
+                                 "transfer_size": len(transfer.train_targets),
+                                 "teacher": _teacher_used(args.teacher, args.teacher_seed, teacher_history)})
     frame = sweep(teacher, transfer, student=args.student, grid=grid, out=folder, recipe=args.recipe,
                   device=device, progress=not args.no_progress, **common)
     figure = plot_sweep(frame)
@@ -299,10 +323,11 @@ def _add_study_command(subparsers):
                               "'origin' and 'granularity' (default: the grid's)")
     command.add_argument("--transfer-size", type=int, default=None,
                          help="students learn from this many training images (default: the grid's; all for CIFAR)")
-    command.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    command.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps")
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
-    command.add_argument("--out", default="runs", metavar="DIR",
-                         help="output folder for <study>.csv and the finished sweep groups (default: runs)")
+    command.add_argument("--out", default=None, metavar="DIR",
+                         help="output folder for <study>.csv and the finished sweep groups "
+                              "(default: kdlab-runs/study-<date-time>; notebook 05 reads --out runs)")
     command.set_defaults(run=_run_study)
 
 
@@ -319,10 +344,12 @@ def _run_study(args):
                 "transfer_size"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    teacher, _ = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed, epochs=args.teacher_epochs,
-                               device=device, progress=not args.no_progress)
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
+    teacher, teacher_history = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed,
+                                             epochs=args.teacher_epochs, device=device,
+                                             progress=not args.no_progress)
+    folder = _output_folder(args)
+    _write_config(folder, args, {"overrides": overrides,
+                                 "teacher": _teacher_used(teacher_name, args.teacher_seed, teacher_history)})
     for name in (STUDY_NAMES if args.study == "all" else [args.study]):
         frame = run_study(name, teacher, dataset, out=folder / "sweeps", progress=not args.no_progress,
                           device=device, **overrides)
@@ -418,7 +445,7 @@ def _add_training_options(command, role):
                             "epochs) or milestone epochs like 150,180,210 "
                             f"(mnist10k recipe: {defaults['schedule'] or 'constant'})")
     group.add_argument("--device", default="auto",
-                       help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: auto)")
+                       help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps (default: auto)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model (useful on CUDA)")
     group.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                        help="save a checkpoint every epoch into DIR (continue later with --resume)")
@@ -461,17 +488,54 @@ def _output_folder(args):
     return Path("kdlab-runs") / f"{args.command}-{stamp}"
 
 
-def _write_run(args, history, result, model=None):
+def _run_config(args, used=None):
+    """What config.json records: the command, its options as given, the settings actually used (``used``:
+    every recipe value, the method's hyper-parameters after the recipe), versions, device and threads."""
+    import platform
+
+    import torch
+
+    from kdlab import __version__
+    from kdlab.threads import thread_setting
+    from kdlab.train import _resolve_device
+
+    threads = thread_setting()
+    return {
+        "command": args.command,
+        "options": {key: value for key, value in vars(args).items() if key not in ("run", "command")},
+        "used": used or {},
+        "dataset": getattr(args, "dataset", None),
+        "device": str(_resolve_device(getattr(args, "device", "auto"))),
+        "threads": threads["threads"],
+        "threads_reason": threads["reason"],
+        "versions": {"kdlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def _teacher_used(name, seed, history):
+    """What config.json says about the teacher: architecture, seed, training settings, where it came from."""
+    return {"model": name, "seed": seed, "settings": history.attrs.get("settings"),
+            "source": history.attrs.get("source")}
+
+
+def _write_config(folder, args, used):
+    """config.json (see ``_run_config``) into ``folder``, by rank 0 only."""
+    from kdlab.train import _rank
+
+    if _rank() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(folder / "config.json", json.dumps(_run_config(args, used), indent=2, default=str) + "\n")
+
+
+def _write_run(args, history, result, model=None, used=None):
     """Write history.csv, config.json, result.json (and model.pt) into the output folder; print a summary."""
     from kdlab.train import _rank
 
     folder = _output_folder(args)
     if _rank() != 0:  # under torchrun, rank 0 writes
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {key: value for key, value in vars(args).items() if key != "run"}
+    _write_config(folder, args, used)
     _atomic_write_text(folder / "history.csv", history.to_csv(index=False))
-    _atomic_write_text(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     _atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
     if model is not None:
         from kdlab.train import _atomic_save

@@ -389,7 +389,8 @@ def _full_mnist_arrays(root: str, download: bool):
         if download:
             raise
         raise FileNotFoundError(
-            f"MNIST was not found in {Path(root) / 'MNIST' / 'raw'} and download=False. Get it once with "
+            f"MNIST was not found in {Path(root) / 'MNIST' / 'raw'} and download=False. Get it once by adding "
+            f"--download to the kdlab command (kdlab teacher --dataset mnist --download) or, in Python, with "
             f"kdlab.load_dataset('mnist', download=True) (needs internet, ~12 MB), or put the four "
             f"unpacked idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
             f"t10k-labels-idx1-ubyte) there, or point root= / $KDLAB_DATA at a folder that has them. "
@@ -443,7 +444,8 @@ def _cifar_arrays(name: str, root: str):
     missing = [file for file in needed if not (folder / file).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{name} was not found: {folder} lacks {', '.join(missing)}. Get it once with "
+            f"{name} was not found: {folder} lacks {', '.join(missing)}. Get it once by adding --download "
+            f"to the kdlab command (kdlab teacher --dataset {name} --download) or, in Python, with "
             f"kdlab.load_dataset({name!r}, download=True) (needs internet), or download "
             f"{layout['archive']}, unpack it so that {folder} exists, or point root= / $KDLAB_DATA "
             f"at the folder that contains {layout['folder']!r}."

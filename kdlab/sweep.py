@@ -290,7 +290,7 @@ class StackedOptimizer:
         # Per-student factors are computed in float64 from Python floats, as torch.optim does, then rounded
         # once to the parameters' dtype.
         param = self.params[0]
-        return torch.tensor(values, dtype=torch.float64).to(device=param.device, dtype=param.dtype)
+        return torch.tensor(values, dtype=torch.float64).to(param.dtype).to(param.device)  # MPS has no float64
 
     @staticmethod
     def _along(column, param, start, stop):
@@ -694,9 +694,9 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
             test_metrics = _test_metrics(forward_shared, skeleton, params, buffers, dataset, device)
             test_acc = test_metrics["test_acc"]
             seconds = time.perf_counter() - start_time
-            means = (running.double() / seen).tolist()
+            means = (running.cpu().double() / seen).tolist()  # on the CPU: MPS has no float64
             totals = dict(zip(term_names + ["loss"], means))
-            train_acc = (100.0 * correct.double() / seen).tolist()
+            train_acc = (100.0 * correct.cpu().double() / seen).tolist()
             for n, config in enumerate(group):
                 row = {"epoch": epoch}
                 row.update({name: values[n] for name, values in totals.items() if name != "loss"
@@ -878,7 +878,7 @@ def _test_metrics(forward, skeleton, params, buffers, dataset, device):
     skeleton.train()
     logits = torch.cat(chunks, dim=1)  # (N, test images, K)
     correct = (logits.argmax(dim=-1) == targets).sum(dim=1)
-    metrics = {"test_acc": (100.0 * correct.double() / targets.shape[0]).tolist()}
+    metrics = {"test_acc": (100.0 * correct.cpu().double() / targets.shape[0]).tolist()}
     metrics.update({f"test_{name}": values for name, values in calibration(logits, targets).items()})
     return metrics
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdlab.cli import _parse_overrides, _schedule, build_parser, main
+import os
+import platform
+
+import torch
+
+import kdlab
+from kdlab.cli import _output_folder, _parse_overrides, _schedule, build_parser, main
+from kdlab.train import RECIPES
 from kdlab.methods import list_methods
 from kdlab.models import list_models
 
@@ -90,7 +97,14 @@ def test_teacher_writes_history_config_result_and_weights(tmp_path, capsys):
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and "test_acc" in history.columns
     config = json.loads((out / "config.json").read_text())
-    assert (config["model"], config["epochs"], config["lr"], config["command"]) == ("mlp16", 2, 0.05, "teacher")
+    options = config["options"]
+    assert (options["model"], options["epochs"], options["lr"], config["command"]) == ("mlp16", 2, 0.05, "teacher")
+    assert options["batch_size"] is None  # as given ...
+    used = config["used"]["settings"]  # ... and as used: every recipe value, the explicit ones on top
+    assert used == dict(RECIPES["mnist10k"]["teacher"], epochs=2, lr=0.05)
+    assert config["device"] == "cpu" and config["threads"] == torch.get_num_threads() >= 1
+    assert config["versions"] == {"kdlab": kdlab.__version__, "torch": torch.__version__,
+                                  "python": platform.python_version()}
     result = json.loads((out / "result.json").read_text())
     assert result["test_acc"] == pytest.approx(history["test_acc"].iloc[-1], abs=1e-9)
     assert result["cached"] is False and (out / "model.pt").is_file()
@@ -111,9 +125,62 @@ def test_distill_with_method_temperature_and_overrides(tmp_path):
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns[:4]) == ["epoch", "ce", "wttm", "loss"]
     config = json.loads((out / "config.json").read_text())
-    assert (config["method"], config["temperature"], config["overrides"]) == ("wttm", 5.0, ["beta=2"])
+    options = config["options"]
+    assert (options["method"], options["temperature"], options["overrides"]) == ("wttm", 5.0, ["beta=2"])
+    method = config["used"]["method"]
+    assert method["name"] == "wttm" and method["hparams"]["temperature"] == 5.0 and method["hparams"]["beta"] == 2
+    assert config["used"]["settings"]["lr"] == RECIPES["mnist10k"]["student"]["lr"]
+    assert config["used"]["teacher"]["settings"]["epochs"] == 1
+    assert config["used"]["transfer_size"] == 300
     result = json.loads((out / "result.json").read_text())
     assert 10 < result["test_acc"] <= 100 and 10 < result["teacher_test_acc"] <= 100
+
+
+def test_config_records_the_recipes_method_values(tmp_path):
+    # TTM on mnist10k: the recipe's beta = 3 replaces the paper's 100 and config.json says so
+    out = tmp_path / "run"
+    assert main(["distill", "--teacher", "mlp16", "--teacher-epochs", "1", "--student", "mlp16", "--method", "ttm",
+                 "--transfer-size", "200", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["temperature"] is None
+    assert config["used"]["method"]["hparams"]["beta"] == 3.0
+    assert config["used"]["method"]["hparams"]["temperature"] == list_methods()["ttm"]["temperature"]
+
+
+def test_output_files_follow_the_umask(tmp_path):
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        assert main(["teacher", "--model", "mlp16", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes == {"history.csv": 0o644, "config.json": 0o644, "result.json": 0o644, "model.pt": 0o644}
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == (f"kdlab {kdlab.__version__} (torch {torch.__version__}, "
+                                                f"Python {platform.python_version()})")
+
+
+def test_every_command_has_the_same_default_output_folder(monkeypatch):
+    for argv in (["teacher"], ["distill"], ["sweep"], ["study", "methods"]):
+        args = build_parser().parse_args(argv)
+        assert args.out is None, argv
+        folder = _output_folder(args)
+        assert folder.parent == Path("kdlab-runs") and folder.name.startswith(f"{argv[0]}-")
+
+
+def test_offline_cifar_error_names_the_download_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teacher", "--dataset", "cifar100", "--data-root", str(tmp_path), "--out", str(tmp_path / "run"),
+              "--no-progress"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--download" in error and "cifar100" in error
 
 
 @pytest.mark.slow

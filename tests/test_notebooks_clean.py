@@ -1,15 +1,17 @@
 """Committed notebooks: valid nbformat 4, no stored outputs or execution counts, the install cell first."""
+import importlib.util
 from pathlib import Path
 
 import nbformat
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-INSTALL_SOURCE = '''try:
-    import kdlab
-except ImportError:  # e.g. on Colab
-    %pip install -q "kdlab @ git+https://github.com/kdlab-org/kdlab"
-    import kdlab'''
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The install cell is built from the repository URL in pyproject.toml and the release tag (one constant).
+_spec = importlib.util.spec_from_file_location("_kdlab_sync_repository_url", ROOT / "scripts" / "sync_repository_url.py")
+_sync = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_sync)
+INSTALL_SOURCE = _sync.install_cell()
 
 
 def test_there_are_notebooks():

@@ -519,5 +519,10 @@ def test_cli_study_writes_the_csv_the_notebook_loads(tmp_path, monkeypatch):
     assert set(frame["method"]) == {"kd", "ttm", "wttm", "dtkd", "lskd", "dkd"}
     assert len(frame) == 6 * 2 * 2  # methods x temperatures x seeds, one epoch each
     assert isinstance(conclude_methods(frame).agrees, (bool, type(None)))
+    import json
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["used"]["teacher"]["model"] == "mlp64" and config["used"]["teacher"]["settings"]["epochs"] == 1
+    assert config["device"] == "cpu" and "torch" in config["versions"]
     with pytest.raises(SystemExit):
         main(["study", "nonsense"])

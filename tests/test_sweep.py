@@ -480,6 +480,14 @@ def test_cli_sweep_writes_csv_and_png(tmp_path, monkeypatch):
     table = pd.read_csv(out / "sweep.csv")
     assert table["config"].nunique() == 8 and set(table["method"]) == {"kd", "ttm"}
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import json
+
+    import kdlab
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["versions"]["kdlab"] == kdlab.__version__ and config["threads"] >= 1
+    assert config["used"]["grid"]["temperature"] == [1.0, 4.0] and config["used"]["transfer_size"] == 128
+    assert config["used"]["teacher"]["settings"]["epochs"] == 1
 
 
 # ----------------------------------------------------------------------------------------------------------

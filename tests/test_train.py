@@ -97,11 +97,16 @@ def test_recipe_method_defaults_and_explicit_values_win():
 
 @pytest.mark.slow
 def test_ttm_with_the_mnist_recipe_learns_where_the_cifar_beta_diverges():
-    """The reason for RECIPE_METHODS: with beta = 100 SGD diverges on the MLP (chance accuracy)."""
+    """The reason for RECIPE_METHODS: with beta = 100 SGD diverges on the MLP (chance accuracy).
+
+    Also the test that the default teacher, trained from scratch (not the shipped weights), still reaches
+    98.5 % test accuracy with the mnist10k recipe."""
     import kdlab
 
     data = load_dataset("mnist10k")
-    teacher, _ = train_teacher(data, progress=False)
+    teacher, history = train_teacher(data, pretrained=False, progress=False)
+    assert history.attrs["source"] == "trained"
+    assert evaluate(teacher, data) >= 98.5
     transfer = data.transfer_set(1000)
     frame = kdlab.sweep(teacher, transfer, method="ttm", grid={"beta": [None, 100.0]}, temperature=4.0,
                         progress=False)
@@ -357,6 +362,86 @@ def test_cache_can_be_disabled_and_modules_are_not_cached(small):
     _, history = train_teacher(small, model="mlp16", epochs=1, cache=False, progress=False)
     assert history.attrs["cache_path"] is None
     assert not (Path(os.environ["KDLAB_CACHE"]) / "teachers").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The shipped teacher
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained instead of using the shipped weights")
+
+
+def test_shipped_teacher_file_matches_its_hash_and_loads_with_weights_only():
+    import hashlib
+
+    entry = train.SHIPPED_TEACHERS[("mnist10k", "cnn", 0)]
+    path = train.shipped_teacher_path("mnist10k", "cnn", 0)
+    assert path.is_file() and path.stat().st_size < 2_500_000
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = create_model("cnn", num_classes=10)
+    model.load_state_dict(state["state_dict"])  # strict: every weight present, nothing extra
+    assert [row["epoch"] for row in state["history"]] == list(range(1, RECIPES["mnist10k"]["teacher"]["epochs"] + 1))
+
+
+def test_default_teacher_is_returned_at_once_on_a_cold_cache(mnist, monkeypatch):
+    monkeypatch.setattr(train, "_fit", _no_training)
+    model, history = train_teacher("mnist10k", progress=False)
+    assert history.attrs["source"] == "shipped" and history.attrs["cached"] is True
+    assert history.attrs["settings"] == _resolve_recipe(None, "mnist10k", "teacher")
+    recorded = history["test_acc"].iloc[-1]
+    assert recorded >= 98.5
+    assert evaluate(model, mnist) == pytest.approx(recorded, abs=0.051)  # the recorded accuracy, +-1 image
+    assert not model.training
+    assert not (Path(os.environ["KDLAB_CACHE"]) / "teachers").exists()  # nothing written to the cache
+    _, also = train_teacher(mnist, model="cnn", cache=False, progress=False)
+    assert also.attrs["source"] == "shipped"
+
+
+@pytest.mark.parametrize("kwargs", [{"pretrained": False}, {"epochs": 3}, {"seed": 1}, {"lr": 0.02}])
+def test_shipped_teacher_only_for_its_own_key(mnist, monkeypatch, kwargs):
+    monkeypatch.setattr(train, "_fit", _no_training)
+    with pytest.raises(AssertionError, match="trained instead"):
+        train_teacher(mnist, progress=False, **kwargs)
+
+
+def test_damaged_shipped_teacher_is_reported_and_not_used(mnist, monkeypatch):
+    monkeypatch.setitem(train.SHIPPED_TEACHERS, ("mnist10k", "cnn", 0),
+                        dict(train.SHIPPED_TEACHERS[("mnist10k", "cnn", 0)], sha256="0" * 64))
+    monkeypatch.setattr(train, "_fit", _no_training)
+    with pytest.warns(RuntimeWarning, match="does not match its sha256"):
+        with pytest.raises(AssertionError, match="trained instead"):
+            train_teacher(mnist, progress=False)
+    with pytest.raises(TypeError, match="pretrained must be True or False"):
+        train_teacher(mnist, pretrained="yes", progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files follow the umask; devices
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode, small):
+    old = os.umask(umask)
+    try:
+        train._atomic_write_text(tmp_path / "a.txt", "text")
+        _, history = train_teacher(small, model="mlp16", epochs=1, progress=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == mode
+    assert Path(history.attrs["cache_path"]).stat().st_mode & 0o777 == mode
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_mps_device_is_accepted_or_refused_clearly(monkeypatch):
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="MPS is not available"):
+            train._resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert train._resolve_device("mps") == torch.device("mps")
+    with pytest.raises(ValueError, match="'mps'"):
+        train._resolve_device("tpu")
 
 
 # ----------------------------------------------------------------------------------------------------
