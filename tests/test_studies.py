@@ -19,8 +19,9 @@ from kdlab.studies import (
     conclude_optimizers,
     conclude_relational,
     conclude_training_length,
-    differ,
+    at_best_lr,
     entropy_matched_smoothing,
+    keep_top_k_flat_tail,
     flatten_non_target,
     label_smoothing_distribution,
     run_study,
@@ -277,106 +278,132 @@ def test_summarize_uses_the_last_epoch_and_the_sample_std():
         summarize(frame, "method")
 
 
-def test_differ_and_best_temperature():
-    assert differ(80, 1, 77, 1) == 1 and differ(77, 1, 80, 1) == -1 and differ(80, 2, 77, 1) == 0
-    summary = pd.DataFrame({"temperature": [1.0, 2.0, 4.0], "mean": [70.0, 80.0, 79.0], "std": [1.0, 0.5, 0.6]})
-    assert best_temperature(summary) == (2.0, [2.0, 4.0])
+_NOISE = (-1.0, 0.5, 2.0, -0.7, 1.2)  # a large between-seed spread, shared by the paired runs of a seed
 
 
-def _methods_results(dtkd_shift):
+def test_best_temperature_uses_paired_comparisons():
     rows = []
-    for seed, noise in enumerate((-0.5, 0.5)):
+    for seed, noise in enumerate(_NOISE):
+        rows += [(1.0, seed, 1, 70.0 + noise), (2.0, seed, 1, 80.0 + noise), (4.0, seed, 1, 79.9 + noise + 0.3 * (-1) ** seed)]
+    best, tied, table = best_temperature(_frame(rows, ["temperature"]))
+    assert best == 2.0 and tied == [2.0, 4.0]  # T = 4 within noise of the best, T = 1 clearly worse
+    assert table.set_index("temperature").loc[1.0, "verdict"] == "worse"
+
+
+def test_at_best_lr_keeps_each_groups_own_best_rate():
+    rows = []
+    for seed, noise in enumerate(_NOISE[:3]):
+        for t in (1.0, 4.0):
+            rows += [("kd", 0.01, t, seed, 1, 80 + noise), ("kd", 0.1, t, seed, 1, 85 + noise),
+                     ("ttm", 0.01, t, seed, 1, 88 + noise), ("ttm", 0.1, t, seed, 1, 60 + noise)]
+    kept, choice = at_best_lr(_frame(rows, ["method", "lr", "temperature"]), "method")
+    assert choice.set_index("method")["lr"].to_dict() == {"kd": 0.1, "ttm": 0.01}
+    assert len(kept) == 2 * 2 * 3 and set(zip(kept["method"], kept["lr"])) == {("kd", 0.1), ("ttm", 0.01)}
+    with pytest.raises(ValueError, match="'lr'"):
+        at_best_lr(_frame(rows, ["method", "lr", "temperature"]).drop(columns="lr"), "method")
+
+
+def _methods_results(dtkd_shift, seeds=5):
+    rows = []
+    for seed, noise in enumerate(_NOISE[:seeds]):
         for t, kd in ((1.0, 80.0), (4.0, 85.0)):
             rows.append(("kd", t, seed, 1, kd + noise))
-            rows.append(("dtkd", t, seed, 1, kd + dtkd_shift + noise))
+            rows.append(("dtkd", t, seed, 1, kd + dtkd_shift + noise + 0.1 * (-1) ** seed))
     return _frame(rows, ["method", "temperature"])
 
 
-def test_conclude_methods_agrees_unless_a_method_is_clearly_better_everywhere():
-    assert conclude_methods(_methods_results(-0.5)).agrees is True
+def test_conclude_methods_through_paired_comparisons():
+    verdict = conclude_methods(_methods_results(-0.5))
+    assert verdict.agrees is True and verdict.source == "summary"  # dtkd's worst case is worse than kd's
+    assert "AGREES" in str(verdict) and "third-party summary" in str(verdict)
     verdict = conclude_methods(_methods_results(+5.0))
-    assert verdict.agrees is False and "dtkd" in verdict.text
-    assert "AGREES" in str(conclude_methods(_methods_results(0.0)))
+    assert verdict.agrees is False and "Better than kd at every temperature: dtkd" in verdict.text
+    assert conclude_methods(_methods_results(0.0)).agrees is None  # within noise: no verdict either way
+    # A constant +0.5 under a between-seed spread of 3 points is found by pairing, not hidden by the spread.
+    assert conclude_methods(_methods_results(+0.5)).agrees is False
+    one_seed = conclude_methods(_methods_results(+5.0, seeds=1))
+    assert one_seed.agrees is None and set(one_seed.table["verdict"]) == {"inconclusive"}
 
 
 def _optimizer_results(sgd_spread, adamw_spread):
     rows = []
-    for seed, noise in enumerate((-0.2, 0.2)):
+    for seed, noise in enumerate(_NOISE):
         for t, shape in ((1.0, 0.0), (8.0, 1.0)):
             for epoch in (1, 3):
-                rows.append(("sgd", 64, t, seed, epoch, 80 - sgd_spread * shape + noise + epoch))
-                rows.append(("adamw", 64, t, seed, epoch, 80 - adamw_spread * shape + noise + epoch))
+                wobble = 0.1 * (-1) ** seed
+                rows.append(("sgd", 64, t, seed, epoch, 80 - sgd_spread * shape + noise + epoch + wobble * shape))
+                rows.append(("adamw", 64, t, seed, epoch, 80 - adamw_spread * shape + noise + epoch - wobble * shape))
     return pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
 
 
 def test_conclude_optimizers():
     assert conclude_optimizers(_optimizer_results(sgd_spread=6, adamw_spread=1)).agrees is True
     assert conclude_optimizers(_optimizer_results(sgd_spread=1, adamw_spread=6)).agrees is False
-    assert conclude_optimizers(_optimizer_results(sgd_spread=1.2, adamw_spread=1.0)).agrees is None
-    assert conclude_optimizers(_optimizer_results(sgd_spread=1.0, adamw_spread=1.2)).agrees is None
+    assert conclude_optimizers(_optimizer_results(sgd_spread=1.05, adamw_spread=1.0)).agrees is None
+    verdict = conclude_optimizers(_optimizer_results(sgd_spread=6, adamw_spread=1))
+    assert "AdamW less sensitive" in verdict.text and list(verdict.table["verdict"]) == ["better"]
 
 
-def test_conclude_training_length_compares_best_temperatures_early_and_late():
+def test_conclude_training_length_compares_the_gains_of_larger_temperatures():
     rows = []
-    for seed in (0, 1):
+    for seed, noise in enumerate(_NOISE):
         for t in (1.0, 8.0):
-            rows.append(("sgd", 64, t, seed, 1, 70.0 if t == 1.0 else 60.0))  # small T best early
-            rows.append(("sgd", 64, t, seed, 5, 80.0 if t == 1.0 else 85.0))  # large T best late
+            rows.append(("sgd", 64, t, seed, 1, (70.0 if t == 1.0 else 60.0) + noise))  # small T best early
+            rows.append(("sgd", 64, t, seed, 5, (80.0 if t == 1.0 else 85.0) + noise + 0.2 * (-1) ** seed))
     frame = pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
     verdict = conclude_training_length(frame, early_epoch=1)
-    assert verdict.agrees is True and "best T 1 at epoch 1" in verdict.text
+    assert verdict.agrees is True and "highest mean at epoch 1 T = 1, at epoch 5 T = 8" in verdict.text
     flipped = frame.assign(epoch=frame["epoch"].map({1: 5, 5: 1}))
     assert conclude_training_length(flipped, early_epoch=1).agrees is False
-    noisy = frame.assign(test_acc=frame["test_acc"] + 20 * frame["seed"])  # std 14: nothing is decisive
+    noisy = frame.assign(test_acc=frame["test_acc"] + 20 * frame["seed"] * (frame["temperature"] == 8.0)
+                         * (frame["epoch"] == 5) * (-1) ** frame["seed"])
     assert conclude_training_length(noisy, early_epoch=1).agrees is None
 
 
-def test_conclude_entropy_and_relational():
+def test_conclude_entropy_and_relational_are_our_hypotheses():
     rows = []
-    for seed, noise in enumerate((-0.3, 0.3)):
-        rows += [("teacher", 2.0, seed, 1, 85 + noise), ("label_smoothing", 2.0, seed, 1, 80 + noise),
-                 ("teacher", 8.0, seed, 1, 82 + noise), ("label_smoothing", 8.0, seed, 1, 82.1 + noise)]
+    for seed, noise in enumerate(_NOISE):
+        wobble = 0.2 * (-1) ** seed
+        rows += [("teacher", 2.0, seed, 1, 85 + noise + wobble), ("label_smoothing", 2.0, seed, 1, 80 + noise),
+                 ("teacher", 8.0, seed, 1, 82 + noise + wobble), ("label_smoothing", 8.0, seed, 1, 82.0 + noise)]
     verdict = conclude_entropy(_frame(rows, ["target", "temperature"]))
-    assert verdict.agrees is True and "clearly better at T = {2}" in verdict.text
+    assert verdict.agrees is True and "better at T = {2}" in verdict.text and "inconclusive at {8}" in verdict.text
+    assert verdict.source == "ours" and "Our hypothesis" in str(verdict) and "SUPPORTED" in str(verdict)
+    assert "paper claims" not in str(verdict).lower()
 
     rows = []
-    for seed, noise in enumerate((-0.3, 0.3)):
-        rows += [("none", 4.0, seed, 1, 85 + noise), ("shuffle", 4.0, seed, 1, 80 + noise),
-                 ("flatten", 4.0, seed, 1, 84.9 + noise)]
-    verdict = conclude_relational(_frame(rows, ["ablation", "temperature"]))
+    for seed, noise in enumerate(_NOISE):
+        wobble = 0.2 * (-1) ** seed
+        rows += [("none", 4.0, seed, 1, 85 + noise), ("shuffle", 4.0, seed, 1, 80 + noise + wobble),
+                 ("flatten", 4.0, seed, 1, 85 + noise + wobble)]
+    frame = _frame(rows, ["ablation", "temperature"])
+    verdict = conclude_relational(frame)
     assert verdict.agrees is None and "shuffle: worse than the full teacher at T = {4}" in verdict.text
-    better_without = _frame([("none", 4.0, s, 1, 80.0 + s) for s in (0, 1)] +
-                            [("shuffle", 4.0, s, 1, 85.0 + s) for s in (0, 1)], ["ablation", "temperature"])
-    assert conclude_relational(better_without).agrees is False
-    within_noise = _frame([("none", 4.0, s, 1, 80.0 + s) for s in (0, 1)] +
-                          [("shuffle", 4.0, s, 1, 80.2 + s) for s in (0, 1)], ["ablation", "temperature"])
-    assert conclude_relational(within_noise).agrees is None  # no claim the numbers do not show
-
-    tied = _frame([(target, 2.0, s, 1, 80.0 + 3 * s) for target in ("teacher", "label_smoothing") for s in (0, 1)],
-                  ["target", "temperature"])
-    assert conclude_entropy(tied).agrees is None
-    smoothing_wins = tied.assign(test_acc=tied["test_acc"] + 10 * (tied["target"] == "label_smoothing"))
-    assert conclude_entropy(smoothing_wins).agrees is False
+    assert conclude_relational(frame, ablations=["shuffle"]).agrees is True
+    with pytest.raises(ValueError, match="not in results"):
+        conclude_relational(frame, ablations=["top3"])
+    better_without = frame.assign(test_acc=frame["test_acc"] + 10 * (frame["ablation"] != "none"))
+    assert conclude_relational(better_without, ablations=["flatten"]).agrees is False
+    smoothing_wins = _frame(rows, ["target", "temperature"]).replace({"none": "label_smoothing", "shuffle": "teacher"})
+    assert conclude_entropy(smoothing_wins[smoothing_wins["target"] != "flatten"]).agrees is False
 
 
 def test_conclude_best_temperature_shift():
     rows = []
-    for seed, noise in enumerate((-0.2, 0.2)):
-        rows += [("scratch", 1.0, seed, 1, 90 + noise), ("scratch", 8.0, seed, 1, 85 + noise),
-                 ("finetuned", 1.0, seed, 1, 84 + noise), ("finetuned", 8.0, seed, 1, 88 + noise)]
+    for seed, noise in enumerate(_NOISE):
+        wobble = 0.2 * (-1) ** seed
+        rows += [("scratch", 1.0, seed, 1, 90 + noise), ("scratch", 8.0, seed, 1, 85 + noise + wobble),
+                 ("finetuned", 1.0, seed, 1, 84 + noise), ("finetuned", 8.0, seed, 1, 88 + noise + wobble)]
     frame = _frame(rows, ["teacher", "temperature"])
-    assert conclude_best_temperature_shift(frame, "teacher", "origin shifts T").agrees is True
+    verdict = conclude_best_temperature_shift(frame, "teacher", "origin shifts T")
+    assert verdict.agrees is True and verdict.source == "ours"
     # Both teachers clearly best at T = 1: no shift.
     same = frame.copy()
     same.loc[(same["teacher"] == "finetuned") & (same["temperature"] == 1.0), "test_acc"] += 10
     assert conclude_best_temperature_shift(same, "teacher", "x").agrees is False
-    # Same best temperature, but one teacher's curve is flat within the noise: inconclusive.
-    flat = same.copy()
-    flat.loc[flat["teacher"] == "finetuned", "test_acc"] = [80.0, 81.0, 90.0, 89.0]
-    assert conclude_best_temperature_shift(flat, "teacher", "x").agrees is None
-    # Different best temperatures but overlapping error bars: inconclusive.
+    # Different best temperatures but within the paired noise: inconclusive.
     close = frame.copy()
-    close.loc[(close["teacher"] == "finetuned") & (close["temperature"] == 1.0), "test_acc"] = [87.7, 87.9]
+    close.loc[(close["teacher"] == "finetuned") & (close["temperature"] == 1.0), "test_acc"] += 3.9
     assert conclude_best_temperature_shift(close, "teacher", "x").agrees is None
 
 
