@@ -119,6 +119,48 @@ def test_ablation_functions_reject_bad_targets():
         flatten_non_target(probs[0], targets)
 
 
+def test_keep_top_k_flat_tail_keeps_the_top_k_and_the_tail_mass():
+    probs, _ = _probs()
+    kept = keep_top_k_flat_tail(probs, 3)
+    torch.testing.assert_close(kept.sum(1), torch.ones(len(probs), dtype=probs.dtype))
+    top = probs.topk(3, dim=1)
+    assert torch.equal(kept.gather(1, top.indices), top.values)
+    tail = torch.ones_like(probs, dtype=torch.bool).scatter_(1, top.indices, False)
+    expected = (1 - top.values.sum(1)) / 4
+    for i in range(len(probs)):
+        torch.testing.assert_close(kept[i, tail[i]], expected[i].expand(4))
+    assert bool((kept > 0).all())  # unlike truncate_top_k, no zero targets
+    assert torch.equal(keep_top_k_flat_tail(probs, 7), probs)
+    with pytest.raises(ValueError, match="k must be"):
+        keep_top_k_flat_tail(probs, 0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 16.0])
+def test_ablated_teacher_smooth_and_top_k_tail_are_their_targets_at_their_temperature(temperature):
+    teacher, images, logits = _teacher_and_images()
+    logits = logits.double()
+    smooth = AblatedTeacher(teacher, "smooth", temperature=temperature, smoothing=0.2)
+    got = tempered_softmax(smooth(images).double(), temperature)
+    expected = torch.full_like(got, 0.2 / 6).scatter_(1, logits.argmax(1, keepdim=True), 0.8 + 0.2 / 6)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    tail = AblatedTeacher(teacher, "top_k_tail", k=2, temperature=temperature)
+    torch.testing.assert_close(tempered_softmax(tail(images).double(), temperature),
+                               keep_top_k_flat_tail(tempered_softmax(logits, temperature), 2), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="smoothing must be"):
+        AblatedTeacher(teacher, "smooth", temperature=temperature)
+    with pytest.raises(ValueError, match="temperature must be"):
+        AblatedTeacher(teacher, "top_k_tail", k=2)
+
+
+def test_ablated_teacher_shuffle_does_not_depend_on_call_history():
+    teacher, images, _ = _teacher_and_images()
+    shuffled = AblatedTeacher(teacher, "shuffle", seed=4)
+    first = shuffled(images)
+    shuffled(images[:3])  # another call in between
+    assert torch.equal(shuffled(images), first)
+    assert not torch.equal(AblatedTeacher(teacher, "shuffle", seed=5)(images), first)
+
+
 class _LinearTeacher(torch.nn.Module):
     """A stand-in teacher: fixed logits per image index (images are (B, 1, 1, 1) tensors holding the index)."""
 
@@ -446,7 +488,8 @@ def test_study_results_prefers_a_saved_csv(tmp_path, monkeypatch):
 # The runners and the CLI on tiny grids (real training, a few seconds each)
 
 _TINY = dict(seeds=(0, 1), temperatures=(1.0, 4.0), epochs=1, transfer_size=200, training_epochs=2, early_epoch=1,
-             student="mlp16", teacher_model="mlp64", teacher_epochs=1, pretrain_epochs=1, finetune_epochs=1)
+             student="mlp16", teacher_model="mlp64", teacher_epochs=1, pretrain_epochs=1, finetune_epochs=1,
+             method_lrs=(0.01, 0.1), optimizer_lrs={"sgd": (0.01,), "adamw": (0.001, 0.003)})
 
 
 @pytest.fixture(scope="module")
@@ -464,22 +507,25 @@ def test_run_study_methods_and_training_on_a_tiny_grid(tiny_setup):
     data, teacher, out = tiny_setup
     methods = run_study("methods", teacher, data, out=out, progress=False, methods=("kd", "ttm", "dkd"), **_TINY)
     final = methods[methods["epoch"] == methods["epochs"]]
-    assert set(methods["study"]) == {"methods"} and len(final) == 3 * 2 * 2
-    assert final.groupby(["method", "temperature"]).size().tolist() == [2] * 6
-    assert final["config"].nunique() == 12  # numbered across the study's sweeps
+    assert set(methods["study"]) == {"methods"} and len(final) == 3 * 2 * 2 * 2  # methods x T x seeds x lrs
+    assert final.groupby(["method", "temperature", "lr"]).size().tolist() == [2] * 12
+    assert final["config"].nunique() == 24  # numbered across the study's sweeps
+    fair, choice = at_best_lr(methods, "method")
+    assert len(choice) == 3 and set(fair.groupby("method")["lr"].nunique()) == {1}
     assert set(final.loc[final["method"] == "ttm", "beta"]) == {3.0}  # STUDY_SETTINGS' method_overrides
     assert bool(final["test_acc"].between(0, 100).all()) and final["test_acc"].max() > 15  # above chance (10 %)
     assert set(final.loc[final["method"] == "dkd", "warmup"]) == {1}
-    assert isinstance(conclude_methods(methods).agrees, (bool, type(None)))
+    assert isinstance(conclude_methods(fair).agrees, (bool, type(None)))
 
     training = run_study("training", teacher, data, out=out, progress=False, **_TINY)
     assert set(training["optimizer"]) == {"sgd", "adamw"} and set(training["batch_size"]) == {32, 128}
     assert set(training["epoch"]) == {1, 2} and set(training["early_epoch"]) == {1}
-    assert set(training.loc[training["optimizer"] == "adamw", "lr"]) == {0.001}
-    from kdlab.train import RECIPES
-
-    assert set(training.loc[training["optimizer"] == "sgd", "lr"]) == {RECIPES["mnist10k"]["student"]["lr"]}
-    assert len(training) == 2 * 2 * 2 * 2 * 2  # optimizers x batch sizes x temperatures x seeds x epochs
+    assert set(training.loc[training["optimizer"] == "adamw", "lr"]) == {0.001, 0.003}
+    assert set(training.loc[training["optimizer"] == "sgd", "lr"]) == {0.01}
+    assert len(training) == 3 * 2 * 2 * 2 * 2  # (optimizer, lr) x batch sizes x temperatures x seeds x epochs
+    fair, choice = at_best_lr(training, ["optimizer", "batch_size"])
+    assert len(choice) == 4 and len(fair) == 2 * 2 * 2 * 2 * 2
+    assert conclude_optimizers(fair).table["n"].tolist() == [2, 2]
 
 
 @pytest.mark.slow
@@ -488,8 +534,8 @@ def test_run_study_entropy_and_relational_on_a_tiny_grid(tiny_setup):
     entropy_frame = run_study("entropy", teacher, data, out=out, progress=False, **_TINY)
     assert set(entropy_frame["target"]) == {"teacher", "label_smoothing"}
     smoothing_rows = entropy_frame[entropy_frame["target"] == "label_smoothing"]
-    assert set(smoothing_rows["method"]) == {"label_smoothing"}
-    assert set(smoothing_rows["temperature"]) == {1.0, 4.0}  # each epsilon labelled with its temperature
+    assert set(entropy_frame["method"]) == {"kd"}  # like with like: both targets distilled with KD at T
+    assert set(smoothing_rows["temperature"]) == {1.0, 4.0}  # each epsilon distilled at its temperature
     by_t = smoothing_rows.groupby("temperature")["smoothing"].first()
     assert by_t[1.0] < by_t[4.0]
     for row in smoothing_rows.drop_duplicates("temperature").itertuples():
@@ -497,9 +543,9 @@ def test_run_study_entropy_and_relational_on_a_tiny_grid(tiny_setup):
 
     relational = run_study("relational", teacher, data, out=out, progress=False, top_k=2, **_TINY)
     final = relational[relational["epoch"] == relational["epochs"]]
-    assert sorted(set(final["ablation"])) == ["flatten", "none", "shuffle", "top2"]
-    assert final.groupby("ablation").size().tolist() == [4, 4, 4, 4]  # 2 temperatures x 2 seeds each
-    assert final["config"].nunique() == 16
+    assert sorted(set(final["ablation"])) == ["flatten", "none", "shuffle", "top2 + flat tail", "top2 truncated"]
+    assert final.groupby("ablation").size().tolist() == [4] * 5  # 2 temperatures x 2 seeds each
+    assert final["config"].nunique() == 20
     # The ablated teachers are different teachers: their students differ from the full teacher's.
     full = final[final["ablation"] == "none"].set_index(["temperature", "seed"])["loss"]
     shuffled = final[final["ablation"] == "shuffle"].set_index(["temperature", "seed"])["loss"]
@@ -544,8 +590,8 @@ def test_cli_study_writes_the_csv_the_notebook_loads(tmp_path, monkeypatch):
     assert source == str(out / "methods.csv")
     assert set(frame["dataset"]) == {"mnist10k"} and set(frame["student"]) == {"mlp16"}
     assert set(frame["method"]) == {"kd", "ttm", "wttm", "dtkd", "lskd", "dkd"}
-    assert len(frame) == 6 * 2 * 2  # methods x temperatures x seeds, one epoch each
-    assert isinstance(conclude_methods(frame).agrees, (bool, type(None)))
+    assert len(frame) == 6 * 2 * 2 * 3  # ... x the learning-rate grid
+    assert isinstance(conclude_methods(at_best_lr(frame, "method")[0]).agrees, (bool, type(None)))
     import json
 
     config = json.loads((out / "config.json").read_text())
