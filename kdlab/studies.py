@@ -415,7 +415,7 @@ STUDY_SETTINGS = {
         "method_lrs": (0.01, 0.03, 0.1),
         # SGD (momentum 0.9, the student recipe) and AdamW, each at its own best learning rate of a grid.
         "optimizers": {"sgd": {}, "adamw": {}},
-        "optimizer_lrs": {"sgd": (0.01, 0.03, 0.1), "adamw": (0.0003, 0.001, 0.003)},
+        "optimizer_lrs": {"sgd": (0.01, 0.03), "adamw": (0.001, 0.003)},
         "batch_sizes": (32, 128),
         "training_epochs": 20,
         "early_epoch": 3,

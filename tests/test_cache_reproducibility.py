@@ -14,7 +14,7 @@ import torch
 import kdlab
 from kdlab.studies import run_study
 
-_TINY = dict(seeds=(0, 1), temperatures=(4.0,), epochs=1, transfer_size=200, student="mlp16", teacher_model="cnn",
+_TINY = dict(seeds=(0, 1), temperatures=(4.0,), epochs=1, transfer_size=150, student="mlp16", teacher_model="cnn",
              teacher_epochs=1, pretrain_epochs=1, finetune_epochs=1)
 
 
@@ -30,7 +30,7 @@ def _everything(cache, monkeypatch, data):
                                      method="kd", temperature=4.0)
     out["distill"] = {k: v.clone() for k, v in student.state_dict().items()}
     out["distill_acc"] = history["test_acc"].tolist()
-    frame = kdlab.sweep("cnn", data.transfer_set(200), student="mlp16", grid={"seed": [0, 1]}, epochs=1,
+    frame = kdlab.sweep("cnn", data.transfer_set(150), student="mlp16", grid={"seed": [0, 1]}, epochs=1,
                         progress=False, temperature=4.0)
     out["sweep"] = frame["test_acc"].tolist() + frame["loss"].tolist()
     origin = run_study("origin", "cnn", data, progress=False, **_TINY)
@@ -40,7 +40,7 @@ def _everything(cache, monkeypatch, data):
 
 @pytest.mark.slow
 def test_cold_and_warm_cache_give_bit_identical_results(tmp_path, monkeypatch):
-    data = kdlab.load_dataset("mnist10k", device="cpu").transfer_set(600)
+    data = kdlab.load_dataset("mnist10k", device="cpu").transfer_set(300)
     cold = _everything(tmp_path / "a", monkeypatch, data)
     warm = _everything(tmp_path / "a", monkeypatch, data)   # the same cache, now filled
     other_cold = _everything(tmp_path / "b", monkeypatch, data)  # a second empty cache, after a warm run
