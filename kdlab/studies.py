@@ -396,7 +396,7 @@ STUDY_NAMES = ("methods", "training", "entropy", "relational", "origin", "granul
 
 STUDY_SETTINGS = {
     # Sized so that notebook 05 runs every study within its 3-minute budget on 2 CPU cores: a 1,000-image
-    # transfer set, mlp64 students, 10 epochs (20 for the training-length study), 5 seeds (every verdict is
+    # transfer set, mlp64 students, 10 epochs (15 for the training-length study), 5 seeds (every verdict is
     # a paired comparison over seeds: kdlab.compare).
     "mnist10k": {
         "student": "mlp64",
@@ -417,7 +417,7 @@ STUDY_SETTINGS = {
         "optimizers": {"sgd": {}, "adamw": {}},
         "optimizer_lrs": {"sgd": (0.01, 0.03), "adamw": (0.001, 0.003)},
         "batch_sizes": (32, 128),
-        "training_epochs": 20,
+        "training_epochs": 15,
         "early_epoch": 3,
         "top_k": 3,
         # Study 6 trains its own teachers, cheaply: same architecture, few epochs.
