@@ -589,7 +589,7 @@ def teacher_vs_label_smoothing(teacher_logits, temperatures, top=20, axes=None):
         ax.bar(positions + 0.2, smooth, width=0.4, color=_color("label_smoothing"), label="label smoothing")
         ax.set_title(f"T = {row.temperature:g}\nH = {row.teacher_entropy:.2f}, ε = {row.smoothing:.2f}", fontsize=9)
         ax.set_xticks(positions[:: max(1, shown // 5)])
-        ax.set_xlabel("rank")
+        ax.set_xlabel("rank of the class (1 = most probable)")
         ax.set_ylim(0, 1.02)
     axes[0].set_ylabel("probability")
     axes[-1].legend(loc="upper right", fontsize=7)
@@ -637,7 +637,7 @@ def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.minorticks_off()
         ax.set_title(f"{optimizer}, batch {batch_size}")
-        ax.set_xlabel("temperature")
+        ax.set_xlabel("temperature T")
     axes[0].set_ylabel({"test_acc": "test accuracy [%]"}.get(y, y))
     axes[-1].legend(fontsize=8)
     return axes[0].figure

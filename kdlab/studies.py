@@ -4,9 +4,9 @@ The paper asks how the best temperature depends on the rest of the training set-
 *studies* (not its numbers, which we do not have) on any dataset, through :func:`kdlab.sweep`:
 
     study         paper figure   question
-    "methods"     Fig. 1         KD methods x temperatures: does any method beat a shared fixed T with KL?
+    "methods"     Fig. 1         KD methods x temperatures x learning rates: does any method beat a shared fixed T?
     "training"    Figs. 2-3      optimizer x batch size x temperature x training length (early vs final epoch)
-    "entropy"     Fig. 4         the tempered teacher vs label smoothing of the same entropy
+    "entropy"     Fig. 4         the tempered teacher vs label smoothing of the same entropy, both distilled at T
     "relational"  Fig. 5         teacher distributions with their relational information removed
     "origin"      (teacher)      a teacher trained from scratch vs one pretrained on other classes + fine-tuned
     "granularity" (dataset)      the same task with coarse classes (fine classes grouped) vs fine classes
@@ -22,10 +22,12 @@ This file holds three kinds of things:
    which sends a study's grid to :func:`kdlab.sweep` and returns its tidy DataFrame (plus a "study" column
    and the study's own columns, e.g. "teacher" or "ablation"). ``kdlab study NAME`` runs the same from the
    command line and writes ``<NAME>.csv``, which :func:`study_results` loads instead of running.
-3. Summaries and verdicts: :func:`summarize` (mean and std over seeds) and ``conclude_<study>`` functions
-   that compare the measured means against the paper's claim and say whether they agree, using the seed
-   spread, so that no conclusion in the notebook is written by hand. The rule: two settings differ when
-   their mean accuracies are further apart than the sum of their standard deviations over seeds.
+3. Summaries and verdicts: :func:`summarize` (mean and std over seeds, descriptive), :func:`at_best_lr`
+   (each method or optimizer at its own best learning rate: the fair comparison when losses differ in
+   scale) and ``conclude_<study>`` functions that test a claim with ``kdlab.compare`` (paired by seed,
+   Student-t interval, "inconclusive" allowed), so that no conclusion in the notebook is written by hand.
+   Each verdict says who makes the claim (``SOURCES``): a third-party summary of the paper (unverified, see
+   the project's papers.md) or kdlab itself (our hypotheses).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ __all__ = [
     "shuffle_non_target",
     "flatten_non_target",
     "truncate_top_k",
+    "keep_top_k_flat_tail",
     "ABLATIONS",
     "AblatedTeacher",
     "sorted_distribution",
@@ -62,10 +65,11 @@ __all__ = [
     "run_study",
     "study_results",
     # summaries and verdicts
+    "SOURCES",
     "Verdict",
     "summarize",
     "summary_table",
-    "differ",
+    "at_best_lr",
     "best_temperature",
     "conclude_methods",
     "conclude_optimizers",
@@ -131,9 +135,30 @@ def truncate_top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
     return truncated / truncated.sum(dim=1, keepdim=True)
 
 
-ABLATIONS = ("shuffle", "flatten", "top_k")
+def keep_top_k_flat_tail(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest probabilities of each sample as they are; spread the rest, 1 - sum(top k), evenly
+    over the other K - k classes.
+
+    The top-k part and the total tail mass are the teacher's; only which tail class is more likely is lost.
+    Unlike :func:`truncate_top_k` no probability becomes 0, which matters at high temperature, where the
+    tail holds much of the tempered mass (see notebook 05, Study 5). k = K changes nothing.
+    """
+    if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or not probs.is_floating_point():
+        raise ValueError(f"probs must be a floating-point tensor of shape (B, K), got {_describe(probs)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= probs.shape[1]:
+        raise ValueError(f"k must be an int in [1, K={probs.shape[1]}], got {k!r}")
+    num_classes = probs.shape[1]
+    if k == num_classes:
+        return probs.clone()
+    kept, indices = probs.topk(k, dim=1)
+    tail = (1 - kept.sum(dim=1, keepdim=True)).clamp_min(0) / (num_classes - k)
+    return tail.expand_as(probs).clone().scatter_(1, indices, kept)
+
+
+ABLATIONS = ("shuffle", "flatten", "top_k", "top_k_tail", "smooth")
 """The teacher ablations of :class:`AblatedTeacher`."""
 
+_TEMPERED_ABLATIONS = ("flatten", "top_k_tail", "smooth")
 _FAR_BELOW = 1e4  # logit gap that makes a class's tempered probability exactly 0 in float32 for T <= 1000
 
 
@@ -153,16 +178,28 @@ class AblatedTeacher(nn.Module):
     - "flatten": v' = T * log flatten_non_target(softmax(v / T)), whose softmax at T keeps the teacher's
       confidence p_T,y and spreads 1 - p_T,y evenly: label smoothing at the teacher's own confidence.
       This one depends on T, so it needs ``temperature`` (and is only meaningful at that temperature).
+    - "top_k_tail": ``keep_top_k_flat_tail`` at ``temperature``: the k largest tempered probabilities are
+      kept as they are and the remaining mass 1 - sum(top k) is spread evenly over the other K - k classes.
+      Unlike "top_k" no class gets probability 0, so at high T the student is not asked for a tempered
+      distribution it cannot reach (at T = 16 a softmax(z / 16) needs logit gaps of hundreds to put ~0 on
+      a class); only the ranking inside the tail is removed.
+    - "smooth": v' = T * log((1 - eps) onehot(argmax v) + eps / K), whose softmax at ``temperature`` is the
+      label-smoothing target with ``smoothing`` = eps centred on the teacher's top class. Distilled with KD
+      at that temperature it is a label-smoothing target trained *exactly like* the teacher (same loss,
+      same tempered student, same T^2): Study 4's like-with-like control.
 
     Args:
         teacher: the trained teacher (an ``nn.Module`` mapping images to logits).
         ablation: one of ``ABLATIONS``.
         k: classes kept by "top_k".
-        temperature: the distillation temperature, required by "flatten" (ignored by the others).
-        seed: seeds the permutations of "shuffle".
+        temperature: the distillation temperature, required by "flatten", "top_k_tail" and "smooth".
+        smoothing: epsilon of "smooth" (a number in [0, 1]).
+        seed: seeds the permutations of "shuffle" (drawn afresh from ``seed`` at every call, so the same
+            images get the same permutation whatever ran before: results do not depend on call history).
     """
 
-    def __init__(self, teacher: nn.Module, ablation: str, k: int = 3, temperature=None, seed: int = 0):
+    def __init__(self, teacher: nn.Module, ablation: str, k: int = 3, temperature=None, seed: int = 0,
+                 smoothing=None):
         super().__init__()
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be an nn.Module (a trained teacher), got {type(teacher).__name__}")
@@ -170,11 +207,15 @@ class AblatedTeacher(nn.Module):
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
-        if ablation == "flatten":
+        if ablation in _TEMPERED_ABLATIONS:
             if isinstance(temperature, bool) or not isinstance(temperature, Real) or not (
                     math.isfinite(temperature) and temperature > 0):
-                raise ValueError(f"temperature must be a finite number > 0 for ablation 'flatten', got {temperature!r}")
+                raise ValueError(f"temperature must be a finite number > 0 for ablation {ablation!r}, got {temperature!r}")
             temperature = float(temperature)
+        if ablation == "smooth":
+            if isinstance(smoothing, bool) or not isinstance(smoothing, Real) or not 0 <= smoothing <= 1:
+                raise ValueError(f"smoothing must be a number in [0, 1] for ablation 'smooth', got {smoothing!r}")
+            smoothing = float(smoothing)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.teacher = teacher
@@ -182,14 +223,16 @@ class AblatedTeacher(nn.Module):
         self.k = k
         self.temperature = temperature
         self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
+        self.smoothing = smoothing
         # The ablation's settings, stored as a buffer so that they belong to the model's state: two ablated
         # teachers differ in their state_dict (kdlab.sweep fingerprints teachers by it to reuse saved runs).
-        code = [ABLATIONS.index(ablation), k, temperature or 0.0, seed]
+        code = [ABLATIONS.index(ablation), k, temperature or 0.0, seed, smoothing or 0.0]
         self.register_buffer("ablation_settings", torch.tensor(code, dtype=torch.float64), persistent=True)
 
     def extra_repr(self) -> str:
-        detail = {"shuffle": f"seed={self.seed}", "top_k": f"k={self.k}", "flatten": f"temperature={self.temperature}"}
+        detail = {"shuffle": f"seed={self.seed}", "top_k": f"k={self.k}", "flatten": f"temperature={self.temperature}",
+                  "top_k_tail": f"k={self.k}, temperature={self.temperature}",
+                  "smooth": f"smoothing={self.smoothing}, temperature={self.temperature}"}
         return f"ablation={self.ablation!r}, {detail[self.ablation]}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -200,14 +243,23 @@ class AblatedTeacher(nn.Module):
         logits = teacher_logits.float()
         targets = logits.argmax(dim=1)
         if self.ablation == "shuffle":
-            return _permute_non_target(logits, targets, self._generator).to(teacher_logits.dtype)
+            generator = torch.Generator().manual_seed(self.seed)
+            return _permute_non_target(logits, targets, generator).to(teacher_logits.dtype)
         if self.ablation == "top_k":
             k = min(self.k, logits.shape[1])
             kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(k, dim=1).indices, True)
             floor = logits.amax(dim=1, keepdim=True) - _FAR_BELOW
             return torch.where(kept, logits, floor)
-        flat = flatten_non_target(tempered_softmax(logits.double(), self.temperature), targets)
-        return (self.temperature * flat.clamp_min(1e-300).log()).to(teacher_logits.dtype)
+        if self.ablation == "smooth":
+            num_classes = logits.shape[1]
+            target = torch.full(logits.shape, self.smoothing / num_classes, dtype=torch.float64, device=logits.device)
+            target.scatter_(1, targets[:, None], 1 - self.smoothing + self.smoothing / num_classes)
+        elif self.ablation == "top_k_tail":
+            target = keep_top_k_flat_tail(tempered_softmax(logits.double(), self.temperature), min(self.k, logits.shape[1]))
+        else:
+            target = flatten_non_target(tempered_softmax(logits.double(), self.temperature), targets)
+        # A floor of 1e-30 keeps T * log p finite in float32; such a class still gets ~0 probability at T.
+        return (self.temperature * target.clamp_min(1e-30).log()).to(teacher_logits.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -343,22 +395,29 @@ def coarsen(dataset, groups=None):
 STUDY_NAMES = ("methods", "training", "entropy", "relational", "origin", "granularity")
 
 STUDY_SETTINGS = {
-    # Sized so that notebook 05 runs every study in about two minutes on 2 CPU cores: a 1,000-image transfer
-    # set, mlp64 students, 10 epochs (20 for the training-length study), 3 seeds.
+    # Sized so that notebook 05 runs every study within its 3-minute budget on 2 CPU cores: a 1,000-image
+    # transfer set, mlp64 students, 10 epochs (15 for the training-length study), 5 seeds (every verdict is
+    # a paired comparison over seeds: kdlab.compare).
     "mnist10k": {
         "student": "mlp64",
         "transfer_size": 1000,
         "temperatures": (1.0, 2.0, 4.0, 8.0, 16.0),
-        "seeds": (0, 1, 2),
+        "seeds": (0, 1, 2, 3, 4),
         "epochs": 10,
         "methods": ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd"),
         # TTM's CIFAR weight beta = 100 makes SGD diverge at our learning rate (an MLP has no BatchNorm to
         # absorb it): beta = 3, WTTM's default, as for WTTM.
         "method_overrides": {"ttm": {"beta": 3.0}},
-        # SGD with the student recipe's settings (kdlab.train.RECIPES); AdamW at its usual 1e-3.
-        "optimizers": {"sgd": {}, "adamw": {"lr": 0.001}},
+        # The methods carry different loss weights (KD 0.1 CE + 0.9 T^2 KL, TTM 1 CE + 3 KL, ...), so one
+        # shared SGD step size favours the heavier losses. Study 1 trains every method at each of these
+        # learning rates; the fair comparison gives each method its own best one (studies.at_best_lr). The
+        # first value is the student recipe's (kdlab.RECIPES): the "recipes as published" comparison.
+        "method_lrs": (0.01, 0.03, 0.1),
+        # SGD (momentum 0.9, the student recipe) and AdamW, each at its own best learning rate of a grid.
+        "optimizers": {"sgd": {}, "adamw": {}},
+        "optimizer_lrs": {"sgd": (0.01, 0.03), "adamw": (0.001, 0.003)},
         "batch_sizes": (32, 128),
-        "training_epochs": 20,
+        "training_epochs": 15,
         "early_epoch": 3,
         "top_k": 3,
         # Study 6 trains its own teachers, cheaply: same architecture, few epochs.
@@ -373,11 +432,13 @@ STUDY_SETTINGS = {
         "student": "resnet8x4",
         "transfer_size": None,
         "temperatures": (1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
-        "seeds": (0, 1, 2),
+        "seeds": (0, 1, 2, 3, 4),
         "epochs": 240,
         "methods": ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd"),
         "method_overrides": {},
-        "optimizers": {"sgd": {"lr": 0.05}, "adamw": {"lr": 0.001, "weight_decay": 0.05}},
+        "method_lrs": (0.05, 0.025, 0.1),
+        "optimizers": {"sgd": {}, "adamw": {"weight_decay": 0.05}},
+        "optimizer_lrs": {"sgd": (0.05, 0.025, 0.1), "adamw": (0.001, 0.0005, 0.002)},
         "batch_sizes": (64, 256),
         "training_epochs": 240,
         "early_epoch": 60,
@@ -409,6 +470,12 @@ def study_settings(scale: str = "mnist10k", **overrides) -> dict:
             or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {seeds!r}")
     settings["seeds"] = tuple(seeds)
+    settings["method_lrs"] = _as_lr_tuple(settings["method_lrs"], "method_lrs")
+    lrs = settings["optimizer_lrs"]
+    if not isinstance(lrs, dict) or set(lrs) != set(settings["optimizers"]):
+        raise ValueError(f"optimizer_lrs must map every optimizer of optimizers ({sorted(settings['optimizers'])}) "
+                         f"to a list of learning rates, got {lrs!r}")
+    settings["optimizer_lrs"] = {name: _as_lr_tuple(values, f"optimizer_lrs[{name!r}]") for name, values in lrs.items()}
     if not 1 <= settings["early_epoch"] < settings["training_epochs"]:
         raise ValueError(f"early_epoch must lie in [1, training_epochs={settings['training_epochs']}), "
                          f"got {settings['early_epoch']!r}")
@@ -521,43 +588,50 @@ def _run_methods(c: _StudyContext) -> pd.DataFrame:
         if method in ("dtkd", "dkd"):
             extra.setdefault("warmup", warmup)
         calls.setdefault(tuple(sorted(extra.items())), []).append(method)
-    return pd.concat([c.sweep(c.teacher, grid={"method": methods}, **dict(extra)) for extra, methods in calls.items()],
-                     ignore_index=True)
+    lrs = list(c.settings["method_lrs"])
+    return pd.concat([c.sweep(c.teacher, grid={"method": methods, "lr": lrs}, **dict(extra))
+                      for extra, methods in calls.items()], ignore_index=True)
 
 
 def _run_training(c: _StudyContext) -> pd.DataFrame:
-    """Studies 2-3 (Figs. 2-3): optimizer x batch size x temperature, every epoch of a long run."""
+    """Studies 2-3 (Figs. 2-3): optimizer x learning rate x batch size x temperature, every epoch of a long run."""
     frames = []
     for optimizer, extra in c.settings["optimizers"].items():
-        frames.append(c.sweep(c.teacher, grid={"batch_size": list(c.settings["batch_sizes"])},
-                              epochs=c.settings["training_epochs"], optimizer=optimizer, **extra))
+        grid = {"batch_size": list(c.settings["batch_sizes"]), "lr": list(c.settings["optimizer_lrs"][optimizer])}
+        frames.append(c.sweep(c.teacher, grid=grid, epochs=c.settings["training_epochs"], optimizer=optimizer,
+                              **extra))
     return pd.concat(frames, ignore_index=True).assign(early_epoch=c.settings["early_epoch"])
 
 
 def _run_entropy(c: _StudyContext) -> pd.DataFrame:
-    """Study 4 (Fig. 4): KD at T beside label smoothing whose target has the teacher's mean entropy at T."""
+    """Study 4 (Fig. 4): KD at T from the teacher beside KD at T from a label-smoothing target whose entropy is
+    the teacher's mean entropy at T (``AblatedTeacher(..., "smooth")``): the same loss, the same tempered
+    student and the same T^2 on both sides, so only the target's shape differs."""
     from kdlab.train import predict
 
     table = entropy_matched_smoothing(predict(c.teacher, c.transfer.train_images).cpu(), c.settings["temperatures"])
-    teacher = c.sweep(c.teacher).assign(target="teacher")
-    smoothing = c.sweep(None, grid={"temperature": [1.0], "smoothing": table["smoothing"].tolist()},
-                        method="label_smoothing")
-    # label_smoothing has no temperature: label each run with the temperature its epsilon was matched to.
-    by_smoothing = dict(zip(table["smoothing"].round(12), table["temperature"]))
-    smoothing["temperature"] = smoothing["smoothing"].round(12).map(by_smoothing)
-    frame = pd.concat([teacher, smoothing.assign(target="label_smoothing")], ignore_index=True)
-    return frame.drop(columns="smoothing").merge(table, on="temperature", how="left")
+    frames = [c.sweep(c.teacher).assign(target="teacher")]
+    for row in table.itertuples():
+        smooth = AblatedTeacher(c.teacher, "smooth", temperature=row.temperature, smoothing=row.smoothing)
+        frames.append(c.sweep(smooth, grid={"temperature": [row.temperature]}).assign(target="label_smoothing"))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.merge(table, on="temperature", how="left")
 
 
 def _run_relational(c: _StudyContext) -> pd.DataFrame:
-    """Study 5 (Fig. 5): the full teacher vs teachers with shuffled, flattened or truncated distributions."""
+    """Study 5 (Fig. 5): the full teacher vs teachers with shuffled, flattened or top-k distributions.
+
+    Ablations (column "ablation"): "none", "shuffle", "flatten", f"top{k} + flat tail" (the k largest
+    tempered probabilities kept, the rest of the mass spread evenly) and f"top{k} truncated" (the rest set
+    to 0 and renormalised: shown for what it does at high T, see ``keep_top_k_flat_tail``)."""
     k = c.settings["top_k"]
     frames = [c.sweep(c.teacher).assign(ablation="none"),
               c.sweep(AblatedTeacher(c.teacher, "shuffle")).assign(ablation="shuffle"),
-              c.sweep(AblatedTeacher(c.teacher, "top_k", k=k)).assign(ablation=f"top{k}")]
-    for temperature in c.settings["temperatures"]:  # flattening depends on T: one teacher per temperature
-        flat = AblatedTeacher(c.teacher, "flatten", temperature=temperature)
-        frames.append(c.sweep(flat, grid={"temperature": [temperature]}).assign(ablation="flatten"))
+              c.sweep(AblatedTeacher(c.teacher, "top_k", k=k)).assign(ablation=f"top{k} truncated")]
+    for temperature in c.settings["temperatures"]:  # these depend on T: one teacher per temperature
+        for ablation, label in (("flatten", "flatten"), ("top_k_tail", f"top{k} + flat tail")):
+            ablated = AblatedTeacher(c.teacher, ablation, k=k, temperature=temperature)
+            frames.append(c.sweep(ablated, grid={"temperature": [temperature]}).assign(ablation=label))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -608,30 +682,56 @@ _RUNNERS = {
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 3. Summaries and verdicts: every conclusion is computed from the means and the spread over seeds.
+# 3. Summaries and verdicts: every conclusion is computed from paired comparisons over seeds.
 #
-# Rule used throughout (stated in the notebook): two settings differ when their mean accuracies are further
-# apart than the sum of their standard deviations over seeds, i.e. when the +-1 std error bars do not overlap.
+# One rule (kdlab.compare): runs of two settings are paired by seed; the mean paired difference gets a
+# Student-t interval; "better"/"worse" only when the interval excludes 0, else "inconclusive" (never from
+# fewer than 2 pairs). No other rule is used below.
+
+SOURCES = {
+    "summary": "Claim attributed to Frank & Davis by a third-party summary (not verified against the paper; "
+               "see papers.md)",
+    "ours": "Our hypothesis (kdlab's own experiment, not a claim of the paper)",
+}
+"""Where a verdict's claim comes from: a (third-party, unverified) summary of the paper, or kdlab itself."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """What a study's numbers say about the paper's claim.
+    """What a study's numbers say about a claim.
 
-    ``agrees`` is True (the numbers support the claim), False (they contradict it) or None (inconclusive:
-    the differences are within the seed spread); ``text`` explains it with the numbers.
+    ``agrees`` is True (the numbers support the claim), False (they contradict it) or None (inconclusive);
+    ``text`` explains it with the numbers; ``source`` is a key of ``SOURCES`` (who makes the claim);
+    ``table`` is the ``kdlab.compare`` table the verdict was computed from (for ``plots.plot_comparison``).
     """
 
     claim: str
     agrees: bool | None
     text: str
+    source: str = "ours"
+    table: pd.DataFrame | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {sorted(SOURCES)}, got {self.source!r}")
+
+    @property
+    def label(self) -> str:
+        """The verdict in words: agrees / does not agree (a summarised claim), supported / contradicted (ours)."""
+        if self.source == "ours":
+            return {True: "supported", False: "contradicted", None: "inconclusive"}[self.agrees]
+        return {True: "agrees", False: "does not agree", None: "inconclusive"}[self.agrees]
 
     def __str__(self) -> str:
-        label = {True: "AGREES", False: "DOES NOT AGREE", None: "INCONCLUSIVE"}[self.agrees]
-        return f"Paper's claim: {self.claim}\nOur numbers: {self.text}\nVerdict: {label} (with our set-up)."
+        head = "Verdict" if self.source == "summary" else "Outcome"
+        return (f"{SOURCES[self.source]}: {self.claim}\nOur numbers: {self.text}\n"
+                f"{head}: {self.label.upper()} (with our set-up, paired by seed, 95 % t intervals).")
 
 
 def summarize(results: pd.DataFrame, by, metric: str = "test_acc", epoch="last") -> pd.DataFrame:
     """Mean, standard deviation (over seeds; ddof=1, 0 for one seed) and count of ``metric`` per group.
+
+    Descriptive only (tables of mean ± std): differences are judged by ``kdlab.compare``.
 
     Args:
         results: a tidy frame with one row per (configuration, seed, epoch), as ``kdlab.sweep`` returns.
@@ -645,22 +745,27 @@ def summarize(results: pd.DataFrame, by, metric: str = "test_acc", epoch="last")
     missing = [c for c in by + [metric] if c not in results.columns]
     if missing:
         raise ValueError(f"results must have the columns {missing} (it has {list(results.columns)})")
-    frame = results
-    if epoch is not None:
-        if "epoch" not in frame.columns:
-            raise ValueError("results must have an 'epoch' column when epoch is not None")
-        if epoch == "last":
-            last = frame.groupby(by, dropna=False)["epoch"].transform("max")
-            frame = frame[frame["epoch"] == last]
-        elif isinstance(epoch, int) and not isinstance(epoch, bool):
-            frame = frame[frame["epoch"] == epoch]
-            if frame.empty:
-                raise ValueError(f"epoch {epoch} is not in results (epochs: {sorted(results['epoch'].unique())})")
-        else:
-            raise ValueError(f"epoch must be 'last', an int or None, got {epoch!r}")
+    frame = _at_epoch(results, by, epoch)
     grouped = frame.groupby(by, dropna=False)[metric]
     summary = grouped.agg(mean="mean", std=lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0, n="count")
     return summary.reset_index().sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def _at_epoch(results, by, epoch):
+    if epoch is None:
+        return results
+    if "epoch" not in results.columns:
+        raise ValueError("results must have an 'epoch' column when epoch is not None")
+    if epoch == "last":
+        keys = [k for k in [*by, "seed"] if k in results.columns]
+        last = results.groupby(keys, dropna=False)["epoch"].transform("max")
+        return results[results["epoch"] == last]
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        frame = results[results["epoch"] == epoch]
+        if frame.empty:
+            raise ValueError(f"epoch {epoch} is not in results (epochs: {sorted(results['epoch'].unique())})")
+        return frame
+    raise ValueError(f"epoch must be 'last', an int or None, got {epoch!r}")
 
 
 def summary_table(results: pd.DataFrame, index, columns: str = "temperature", epoch="last") -> pd.DataFrame:
@@ -673,209 +778,284 @@ def summary_table(results: pd.DataFrame, index, columns: str = "temperature", ep
     return table
 
 
-def differ(mean_a, std_a, mean_b, std_b) -> int:
-    """+1 if a is clearly above b, -1 if clearly below, 0 if the +-1 std error bars overlap."""
-    gap = float(mean_a) - float(mean_b)
-    noise = float(std_a) + float(std_b)
-    return 0 if abs(gap) <= noise else (1 if gap > 0 else -1)
+def at_best_lr(results: pd.DataFrame, by, metric: str = "test_acc", epoch="last"):
+    """Each group's runs at its own best learning rate: the fair comparison of settings whose losses differ in scale.
 
+    For every value of ``by`` (e.g. "method", or ["optimizer", "batch_size"]) the learning rate with the
+    highest mean ``metric`` over all its temperatures and seeds (at ``epoch``) is chosen, and only the runs at
+    that rate are kept (every epoch of them). One rate per group, shared by all temperatures, so a method's
+    sensitivity to T is not tuned away. The rate is chosen on the same runs that are then compared: an
+    optimistic choice, made the same way for every group.
 
-def best_temperature(summary: pd.DataFrame) -> tuple[float, list[float]]:
-    """(the temperature with the highest mean, every temperature whose error bar overlaps the best one's).
-
-    ``summary`` has one row per temperature with "temperature", "mean", "std" (see :func:`summarize`).
-    The second value is the set of temperatures we cannot tell apart from the best with our seeds.
+    Returns ``(frame, choice)``: the kept rows, and a table ``by + ["lr", "mean"]`` of the chosen rates.
     """
+    by = [by] if isinstance(by, str) else list(by)
+    for column in [*by, "lr", metric]:
+        if column not in results.columns:
+            raise ValueError(f"results must have the column {column!r} (it has {list(results.columns)})")
+    cells = [*by, "lr"] + (["temperature"] if "temperature" in results.columns else [])
+    means = summarize(results, cells, metric=metric, epoch=epoch)  # mean over seeds per cell ...
+    means = means.groupby([*by, "lr"], dropna=False)["mean"].mean().reset_index()  # ... then over temperatures
+    choice = means.loc[means.groupby(by, dropna=False)["mean"].idxmax()].reset_index(drop=True)
+    kept = results.merge(choice[[*by, "lr"]], on=[*by, "lr"], how="inner")
+    return kept, choice
+
+
+def best_temperature(results: pd.DataFrame, metric: str = "test_acc", epoch="last", confidence: float = 0.95):
+    """(the temperature with the highest mean, and every temperature ``kdlab.compare`` does not find worse).
+
+    ``results`` holds one setting's runs with "temperature" and "seed" columns. The second value is the set of
+    temperatures whose paired interval against the best one does not exclude 0 (the best included): the
+    temperatures our seeds cannot tell apart from the best. Also returns compare's table as a third value.
+    """
+    from kdlab.stats import compare
+
+    summary = summarize(results, "temperature", metric=metric, epoch=epoch)
     if summary.empty:
-        raise ValueError("summary must have at least one row")
-    best = summary.loc[summary["mean"].idxmax()]
-    tied = [float(row.temperature) for row in summary.itertuples()
-            if differ(best["mean"], best["std"], row.mean, row.std) == 0]
-    return float(best["temperature"]), sorted(tied)
-
-
-def _fmt(row) -> str:
-    return f"{row['mean']:.1f} ± {row['std']:.1f}"
+        raise ValueError("results must have at least one run")
+    best = float(summary.loc[summary["mean"].idxmax(), "temperature"])
+    frame = _at_epoch(results, ["temperature"], epoch)
+    table = compare(frame, by="temperature", baseline=best, metric=metric, confidence=confidence) \
+        if summary.shape[0] > 1 else None
+    tied = [best] + ([] if table is None else
+                     [float(t) for t, v in zip(table["temperature"], table["verdict"]) if v != "worse"])
+    return best, sorted(tied), table
 
 
 def _temps(values) -> str:
     return "{" + ", ".join(f"{t:g}" for t in values) + "}" if values else "{}"
 
 
-def conclude_methods(results: pd.DataFrame, reference: str = "kd") -> Verdict:
-    """Study 1. Claim: a shared fixed temperature with KL (``reference``) is the most robust to the choice of
-    temperature and no method consistently beats it.
+def _interval(row, unit="points") -> str:
+    if row["n"] < 2 or math.isnan(row["ci_low"]):
+        return f"{row['difference']:+.2f} {unit} (n = {int(row['n'])}: no interval)"
+    return f"{row['difference']:+.2f} {unit} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
-    "Consistently beats" = clearly above the reference at every temperature. "Most robust" = the reference's
-    worst accuracy over the temperatures is not clearly below any other method's worst accuracy.
+
+def _split(table, column="temperature"):
+    """{verdict: [values of column]} of a compare table."""
+    return {v: [float(x) for x in table.loc[table["verdict"] == v, column]] for v in ("better", "worse", "inconclusive")}
+
+
+def _per_seed(results, by, value, epoch="last", metric="test_acc"):
+    """A table (by..., seed, value) computed per (group, seed) from the rows of ``epoch``."""
+    frame = _at_epoch(results, [*by, "temperature"], epoch)
+    rows = []
+    for key, group in frame.groupby([*by, "seed"], dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip([*by, "seed"], key)), "value": value(group.set_index("temperature")[metric])})
+    return pd.DataFrame(rows)
+
+
+def conclude_methods(results: pd.DataFrame, reference: str = "kd", confidence: float = 0.95) -> Verdict:
+    """Study 1. Summarised claim: a shared fixed temperature with KL (``reference``) is the most robust to the
+    choice of temperature, and no method consistently beats it.
+
+    ``results`` holds one learning rate per method (``at_best_lr``, or a recipe's single rate). Through
+    ``kdlab.compare``, paired by seed: "consistently beats" = "better" than the reference at every
+    temperature; robustness = each seed's worst accuracy over the temperatures, compared with the
+    reference's. Does not agree when some method consistently beats the reference or has a better worst
+    case; agrees when every other method's worst case is worse than the reference's and none beats it;
+    inconclusive otherwise.
     """
+    from kdlab.stats import compare
+
     claim = "a shared fixed temperature with KL is the most robust, and no method consistently beats it"
-    summary = summarize(results, ["method", "temperature"])
-    if reference not in set(summary["method"]):
+    if reference not in set(results["method"]):
         raise ValueError(f"results must contain the reference method {reference!r}")
-    ref = summary[summary["method"] == reference].set_index("temperature")
-    beaters, worst = [], {}
-    for method, rows in summary.groupby("method", sort=False):
-        rows = rows.set_index("temperature")
-        worst[method] = rows.loc[rows["mean"].idxmin()]
-        if method == reference:
-            continue
-        common = rows.index.intersection(ref.index)
-        wins = [differ(rows.at[t, "mean"], rows.at[t, "std"], ref.at[t, "mean"], ref.at[t, "std"]) for t in common]
-        if len(common) and all(w == 1 for w in wins):
-            beaters.append(method)
-    ref_worst = worst[reference]
-    more_robust = [m for m, row in worst.items()
-                   if m != reference and differ(row["mean"], row["std"], ref_worst["mean"], ref_worst["std"]) == 1]
-    best_other = max((m for m in worst if m != reference), key=lambda m: worst[m]["mean"], default=None)
-    text = (f"{reference}'s worst accuracy over T is {_fmt(ref_worst)} %"
-            + (f"; the best worst-case among the others is {best_other}'s {_fmt(worst[best_other])} %" if best_other else "")
-            + ". " + (f"Clearly more robust than {reference}: {', '.join(more_robust)}. " if more_robust
-                      else f"No method is clearly more robust than {reference}. ")
-            + (f"Clearly better than {reference} at every temperature: {', '.join(beaters)}." if beaters
-               else f"No method is clearly better than {reference} at every temperature."))
-    return Verdict(claim, not beaters and not more_robust, text)
+    per_t = compare(results, by="method", baseline=reference, within=["temperature"], confidence=confidence)
+    worst = _per_seed(results, ["method"], lambda accs: float(accs.min()))
+    robust = compare(worst, by="method", baseline=reference, metric="value", epoch="last", confidence=confidence)
+    beaters = [m for m, rows in per_t.groupby("method") if (rows["verdict"] == "better").all()]
+    more_robust = robust.loc[robust["verdict"] == "better", "method"].tolist()
+    less_robust = robust.loc[robust["verdict"] == "worse", "method"].tolist()
+    wins = per_t[per_t["verdict"] == "better"]
+    text = ("worst accuracy over T, paired by seed against " + reference + ": "
+            + "; ".join(f"{r.method} {_interval(r._asdict())}" for r in robust.itertuples()) + ". "
+            + (f"Better worst case than {reference}: {', '.join(more_robust)}. " if more_robust
+               else f"No method has a better worst case than {reference}. ")
+            + (f"Better than {reference} at every temperature: {', '.join(beaters)}. " if beaters
+               else f"No method is better than {reference} at every temperature. ")
+            + (f"Cells where a method is better than {reference}: "
+               + ", ".join(f"{r.method} at T = {r.temperature:g}" for r in wins.itertuples()) + "."
+               if len(wins) else f"No (method, T) cell is better than {reference} at the same T."))
+    others = set(robust["method"])
+    agrees = False if (beaters or more_robust) else (True if others and set(less_robust) == others else None)
+    table = pd.concat([per_t.assign(comparison="at the same T"),
+                       robust.assign(temperature=math.nan, comparison="worst case over T")], ignore_index=True)
+    return Verdict(claim, agrees, text, source="summary", table=table)
 
 
-def conclude_optimizers(results: pd.DataFrame) -> Verdict:
-    """Study 2. Claim: AdamW is more robust to the temperature than SGD.
+def conclude_optimizers(results: pd.DataFrame, confidence: float = 0.95) -> Verdict:
+    """Study 2. Summarised claim: AdamW is more robust to the temperature than SGD.
 
-    Robustness = the range (best minus worst mean accuracy over temperatures) at the final epoch, for each
-    batch size. Agrees when AdamW's range is smaller for every batch size and clearly so (by more than the
-    largest seed std involved) for at least one; disagrees in the mirror case (SGD's range smaller for every
-    batch size, clearly so for one); inconclusive otherwise.
+    ``results`` holds one learning rate per (optimizer, batch size) (``at_best_lr``). Sensitivity to T of one
+    seed = its accuracy at the temperature with the highest mean minus its accuracy at the temperature with
+    the lowest mean (both chosen per optimizer and batch size), at the final epoch. ``kdlab.compare`` pairs
+    AdamW's sensitivity with SGD's by seed, per batch size (lower is better). Agrees when AdamW is less
+    sensitive for some batch size and more sensitive for none; does not agree in the mirror case;
+    inconclusive otherwise.
     """
+    from kdlab.stats import compare
+
     claim = "AdamW is more robust to the temperature than SGD"
-    summary = summarize(results, ["optimizer", "batch_size", "temperature"])
-    parts, smaller, clearly = [], [], []
-    for batch_size, rows in summary.groupby("batch_size"):
-        ranges, noise = {}, float(rows["std"].max())
-        for optimizer in ("sgd", "adamw"):
-            means = rows[rows["optimizer"] == optimizer]["mean"]
-            if means.empty:
-                raise ValueError(f"results must have optimizer {optimizer!r} for batch size {batch_size}")
-            ranges[optimizer] = float(means.max() - means.min())
-        smaller.append(ranges["adamw"] < ranges["sgd"])
-        clearly.append(abs(ranges["sgd"] - ranges["adamw"]) > noise)
-        parts.append(f"batch {batch_size}: range over T {ranges['adamw']:.1f} points with AdamW vs "
-                     f"{ranges['sgd']:.1f} with SGD (largest seed std {noise:.1f})")
-    agrees = _all_or_none(smaller, clearly)
-    return Verdict(claim, agrees, "; ".join(parts) + ".")
+    for optimizer in ("sgd", "adamw"):
+        if optimizer not in set(results["optimizer"]):
+            raise ValueError(f"results must have optimizer {optimizer!r}")
+    rows = []
+    for (optimizer, batch_size), group in _at_epoch(results, ["optimizer", "batch_size", "temperature"],
+                                                    "last").groupby(["optimizer", "batch_size"]):
+        means = group.groupby("temperature")["test_acc"].mean()
+        hi, lo = float(means.idxmax()), float(means.idxmin())
+        for seed, runs in group.groupby("seed"):
+            accs = runs.set_index("temperature")["test_acc"]
+            if hi in accs.index and lo in accs.index:
+                rows.append({"optimizer": optimizer, "batch_size": batch_size, "seed": seed,
+                             "sensitivity": float(accs[hi] - accs[lo]), "best_t": hi, "worst_t": lo})
+    frame = pd.DataFrame(rows)
+    table = compare(frame, by="optimizer", baseline="sgd", metric="sensitivity", within=["batch_size"],
+                    epoch="last", confidence=confidence, higher_is_better=False)
+    parts = []
+    for row in table.itertuples():
+        sub = frame[frame["batch_size"] == row.batch_size]
+        span = {o: sub[sub["optimizer"] == o].iloc[0] for o in ("sgd", "adamw")}
+        parts.append(f"batch {row.batch_size}: best-minus-worst T costs AdamW {row.mean:.2f} points "
+                     f"(T {span['adamw'].best_t:g} vs {span['adamw'].worst_t:g}) and SGD {row.baseline_mean:.2f} "
+                     f"(T {span['sgd'].best_t:g} vs {span['sgd'].worst_t:g}); AdamW minus SGD "
+                     f"{_interval(row._asdict())}: AdamW {'less sensitive' if row.verdict == 'better' else ('more sensitive' if row.verdict == 'worse' else 'inconclusive')}")
+    verdicts = list(table["verdict"])
+    agrees = True if "better" in verdicts and "worse" not in verdicts else (
+        False if "worse" in verdicts and "better" not in verdicts else None)
+    return Verdict(claim, agrees, "; ".join(parts) + ".", source="summary", table=table)
 
 
-def _all_or_none(holds, decisive) -> bool | None:
-    """True when the claim holds in every case and decisively in one, False in the mirror case, else None."""
-    if not any(decisive):
-        return None
-    if all(holds) and any(d for h, d in zip(holds, decisive) if h):
-        return True
-    if not any(holds):
-        return False
-    return None
+def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer: str = "sgd",
+                             confidence: float = 0.95) -> Verdict:
+    """Study 3. Summarised claim: with SGD, small temperatures are best early in training and larger ones later.
 
-
-def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer: str = "sgd") -> Verdict:
-    """Study 3. Claim: with SGD, small temperatures are best early in training and larger ones later.
-
-    For each batch size, compares the best temperature at ``early_epoch`` with the best at the final epoch.
-    A comparison is decisive when one epoch's best temperature is clearly worse than the other's best at that
-    other epoch. Agrees when the final best is larger for every batch size (decisively for one), disagrees
-    when it is never larger (decisively for one), inconclusive otherwise.
+    Small T best early and larger T best later means that larger temperatures gain more from the extra
+    epochs. Per (batch size, T, seed): gain = accuracy at the final epoch minus accuracy at ``early_epoch``;
+    ``kdlab.compare`` pairs each T's gain with the smallest T's gain by seed. Agrees when some larger T gains
+    more and none gains less; does not agree in the mirror case; inconclusive otherwise. The text also gives
+    the temperature with the highest mean at each of the two epochs (a description, not a test).
     """
+    from kdlab.stats import compare
+
     name = {"sgd": "SGD", "adamw": "AdamW"}.get(optimizer, optimizer)
     claim = f"with {name}, small temperatures are best early in training and larger ones later"
     if optimizer != "sgd":
-        claim = f"(for contrast; the paper claims this for SGD) {claim}"
+        claim = f"(for contrast; the summary says this for SGD) {claim}"
     rows = results[results["optimizer"] == optimizer]
     if rows.empty:
         raise ValueError(f"results must contain optimizer {optimizer!r}")
-    parts, later_larger, decisive = [], [], []
-    for batch_size, group in rows.groupby("batch_size"):
-        early = best_temperature(summarize(group, "temperature", epoch=early_epoch))
-        final_summary = summarize(group, "temperature")
-        final = best_temperature(final_summary)
-        last_epoch = int(group["epoch"].max())
-        later_larger.append(final[0] > early[0])
-        decisive.append(early[0] not in final[1] or final[0] not in early[1])
-        parts.append(f"batch {batch_size}: best T {early[0]:g} at epoch {early_epoch} (indistinguishable: "
-                     f"{_temps(early[1])}) vs {final[0]:g} at epoch {last_epoch} (indistinguishable: {_temps(final[1])})")
-    return Verdict(claim, _all_or_none(later_larger, decisive), "; ".join(parts) + ".")
+    keys = ["batch_size", "temperature", "seed"]
+    early = rows[rows["epoch"] == early_epoch].set_index(keys)["test_acc"]
+    if early.empty:
+        raise ValueError(f"early_epoch {early_epoch} is not in results")
+    final = _at_epoch(rows, ["batch_size", "temperature"], "last").set_index(keys)["test_acc"]
+    gain = (final - early).dropna().rename("gain").reset_index()
+    smallest = float(gain["temperature"].min())
+    table = compare(gain, by="temperature", baseline=smallest, metric="gain", within=["batch_size"], epoch="last",
+                    confidence=confidence)
+    parts = []
+    last_epoch = int(rows["epoch"].max())
+    for batch_size, sub in table.groupby("batch_size"):
+        group = rows[rows["batch_size"] == batch_size]
+        best_early = summarize(group, "temperature", epoch=early_epoch).set_index("temperature")["mean"].idxmax()
+        best_final = summarize(group, "temperature").set_index("temperature")["mean"].idxmax()
+        split = _split(sub)
+        parts.append(f"batch {batch_size}: highest mean at epoch {early_epoch} T = {best_early:g}, at epoch "
+                     f"{last_epoch} T = {best_final:g}; gain from epoch {early_epoch} to {last_epoch} vs T = "
+                     f"{smallest:g}: larger at T = {_temps(split['better'])}, smaller at {_temps(split['worse'])}, "
+                     f"inconclusive at {_temps(split['inconclusive'])}")
+    verdicts = list(table["verdict"])
+    agrees = True if "better" in verdicts and "worse" not in verdicts else (
+        False if "worse" in verdicts and "better" not in verdicts else None)
+    return Verdict(claim, agrees, "; ".join(parts) + ".", source="summary", table=table)
 
 
-def conclude_entropy(results: pd.DataFrame) -> Verdict:
-    """Study 4. Question: is distilling at temperature T more than label smoothing of the same entropy?
+def conclude_entropy(results: pd.DataFrame, confidence: float = 0.95) -> Verdict:
+    """Study 4 (our hypothesis): the tempered teacher gives more than a label-smoothing target of equal entropy.
 
-    ``results`` has a "target" column with "teacher" and "label_smoothing" rows per temperature. Agrees
-    (the teacher carries more than its entropy) when the teacher is clearly better at some temperatures
-    and never clearly worse; disagrees when label smoothing is clearly better at some temperatures and the
-    teacher never is; inconclusive otherwise (e.g. everything within the seed spread).
+    ``results`` has a "target" column with "teacher" and "label_smoothing" rows per temperature, trained the
+    same way (KD at T). ``kdlab.compare`` pairs teacher and label smoothing by seed at each T. Supported when
+    the teacher is better at some T and worse at none; contradicted in the mirror case; inconclusive otherwise.
     """
+    from kdlab.stats import compare
+
     claim = "the tempered teacher gives the student more than a label-smoothing target of the same entropy"
-    summary = summarize(results, ["target", "temperature"])
-    teacher = summary[summary["target"] == "teacher"].set_index("temperature")
-    smooth = summary[summary["target"] == "label_smoothing"].set_index("temperature")
-    outcome = {1: [], 0: [], -1: []}
-    for t in teacher.index.intersection(smooth.index):
-        outcome[differ(teacher.at[t, "mean"], teacher.at[t, "std"], smooth.at[t, "mean"], smooth.at[t, "std"])].append(t)
-    text = (f"the teacher is clearly better at T = {_temps(outcome[1])}, indistinguishable at {_temps(outcome[0])}, "
-            f"clearly worse at {_temps(outcome[-1])}.")
-    agrees = True if outcome[1] and not outcome[-1] else (False if outcome[-1] and not outcome[1] else None)
-    return Verdict(claim, agrees, text)
+    table = compare(results, by="target", baseline="label_smoothing", within=["temperature"], confidence=confidence)
+    split = _split(table)
+    text = (f"teacher minus label smoothing: "
+            + "; ".join(f"T = {r.temperature:g} {_interval(r._asdict())}" for r in table.itertuples())
+            + f". The teacher is better at T = {_temps(split['better'])}, worse at {_temps(split['worse'])}, "
+              f"inconclusive at {_temps(split['inconclusive'])}.")
+    agrees = True if split["better"] and not split["worse"] else (False if split["worse"] and not split["better"] else None)
+    return Verdict(claim, agrees, text, source="ours", table=table)
 
 
-def conclude_relational(results: pd.DataFrame) -> Verdict:
-    """Study 5. Claim (the paper's premise): the teacher's relational information is what helps the student.
+def conclude_relational(results: pd.DataFrame, ablations=None, confidence: float = 0.95) -> Verdict:
+    """Study 5 (our hypothesis, from the abstract's premise): removing the teacher's relational information hurts.
 
-    ``results`` has an "ablation" column ("none" = the full teacher). For each ablation, the temperatures at
-    which the full teacher is clearly better / worse. Agrees when every ablation is clearly worse at some
-    temperature and clearly better at none; disagrees when no ablation is ever clearly worse and some
-    ablation is clearly better somewhere; inconclusive otherwise (e.g. everything within the seed spread).
+    ``results`` has an "ablation" column ("none" = the full teacher). ``ablations`` lists the ablations to
+    judge (default: all). ``kdlab.compare`` pairs each ablation with the full teacher by seed at each T.
+    Supported when every judged ablation is worse at some T and better at none; contradicted when none is
+    ever worse and some is better; inconclusive otherwise.
     """
+    from kdlab.stats import compare
+
     claim = "removing the teacher's relational information (which wrong classes look alike) hurts the student"
-    summary = summarize(results, ["ablation", "temperature"])
-    full = summary[summary["ablation"] == "none"].set_index("temperature")
-    if full.empty:
+    if "none" not in set(results["ablation"]):
         raise ValueError("results must contain the full teacher (ablation 'none')")
-    parts, hurts, helps = [], [], []
-    for ablation, rows in summary[summary["ablation"] != "none"].groupby("ablation", sort=False):
-        rows = rows.set_index("temperature")
-        outcome = {1: [], 0: [], -1: []}
-        for t in rows.index.intersection(full.index):
-            outcome[differ(full.at[t, "mean"], full.at[t, "std"], rows.at[t, "mean"], rows.at[t, "std"])].append(t)
-        hurts.append(bool(outcome[1]))
-        helps.append(bool(outcome[-1]))
-        parts.append(f"{ablation}: worse than the full teacher at T = {_temps(outcome[1])}, better at {_temps(outcome[-1])}")
-    if not parts:
+    table = compare(results, by="ablation", baseline="none", within=["temperature"], confidence=confidence)
+    if ablations is not None:
+        unknown = sorted(set(ablations) - set(table["ablation"]))
+        if unknown:
+            raise ValueError(f"ablations {unknown} are not in results (ablations: {sorted(set(table['ablation']))})")
+        table = table[table["ablation"].isin(list(ablations))].reset_index(drop=True)
+    if table.empty:
         raise ValueError("results must contain at least one ablation besides 'none'")
+    parts, hurts, helps = [], [], []
+    for ablation, rows in table.groupby("ablation", sort=False):
+        split = _split(rows)
+        hurts.append(bool(split["worse"]))
+        helps.append(bool(split["better"]))
+        parts.append(f"{ablation}: worse than the full teacher at T = {_temps(split['worse'])}, better at "
+                     f"{_temps(split['better'])}, inconclusive at {_temps(split['inconclusive'])}")
     agrees = True if all(hurts) and not any(helps) else (False if not any(hurts) and any(helps) else None)
-    return Verdict(claim, agrees, "; ".join(parts) + ".")
+    return Verdict(claim, agrees, "; ".join(parts) + ".", source="ours", table=table)
 
 
-def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: str) -> Verdict:
-    """Study 6. Claim: the best temperature depends on ``column`` (e.g. "teacher" origin or "task" granularity).
+def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: str,
+                                    confidence: float = 0.95) -> Verdict:
+    """Study 6 (our hypothesis): the best temperature depends on ``column`` (e.g. "teacher" origin, "task").
 
-    Agrees when the best temperatures differ and their sets of indistinguishable-from-best temperatures do
-    not overlap; disagrees when the best temperature is the same and it is clearly better than some other
-    temperature for every setting (a real peak, in the same place); inconclusive otherwise.
+    For each setting: the temperature with the highest mean, and ``kdlab.compare`` of every temperature
+    against it, paired by seed. Supported when the best temperatures differ and, in every setting, the other
+    settings' best temperatures are worse than its own; contradicted when every setting has the same best
+    temperature and some other temperature is worse than it in every setting (a real peak, in the same
+    place); inconclusive otherwise.
     """
-    summary = summarize(results, [column, "temperature"])
-    bests, parts = {}, []
-    for value, rows in summary.groupby(column, sort=False):
-        bests[value] = best_temperature(rows)
-        top = rows.loc[rows["mean"].idxmax()]
-        parts.append(f"{value}: best T {bests[value][0]:g} ({_fmt(top)} %), indistinguishable: {_temps(bests[value][1])}")
+    bests, tables, parts = {}, [], []
+    for value, rows in results.groupby(column, sort=False):
+        best, tied, table = best_temperature(rows, confidence=confidence)
+        bests[value] = (best, tied, table)
+        top = summarize(rows, "temperature").set_index("temperature").loc[best]
+        parts.append(f"{value}: highest mean at T = {best:g} ({top['mean']:.1f} %), not worse than it: {_temps(tied)}")
+        if table is not None:
+            tables.append(table.assign(**{column: value}))
     if len(bests) < 2:
         raise ValueError(f"results must have at least two values in column {column!r}")
     best_values = {b[0] for b in bests.values()}
-    tied_sets = [set(b[1]) for b in bests.values()]
-    peaked = all(len(tied) < summary["temperature"].nunique() for tied in tied_sets)
     if len(best_values) == 1:
+        peaked = all(b[2] is not None and (b[2]["verdict"] == "worse").any() for b in bests.values())
         agrees = False if peaked else None
-    elif set.intersection(*tied_sets):
-        agrees = None
     else:
-        agrees = True
-    return Verdict(claim, agrees, "; ".join(parts) + ".")
+        separated = all(other[0] not in mine[1] for mine in bests.values() for other in bests.values()
+                        if other[0] != mine[0])
+        agrees = True if separated else None
+    table = pd.concat(tables, ignore_index=True) if tables else None
+    return Verdict(claim, agrees, "; ".join(parts) + ".", source="ours", table=table)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -896,6 +1076,18 @@ def _check_probs_and_targets(probs, targets) -> None:
         raise ValueError(f"targets must be an int64 tensor of shape ({probs.shape[0]},), got {_describe(targets)}")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]):
         raise ValueError(f"targets must lie in [0, {probs.shape[1]}), got values in [{int(targets.min())}, {int(targets.max())}]")
+
+
+def _as_lr_tuple(values, name) -> tuple:
+    if isinstance(values, Real) and not isinstance(values, bool):
+        values = [values]
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a list of learning rates, got {values!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of finite learning rates > 0, got {values!r}")
+    return values
 
 
 def _as_temperature_list(temperatures) -> list[float]:

@@ -186,12 +186,13 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
             history.attrs["settings"] = settings
             return cached_model, history
     # Created (again) after the cache check, so a half-loaded corrupt file cannot leak into training.
+    given_module = isinstance(model, nn.Module)
     model = _resolve_model(model, dataset, seed, "model")
 
     model, history = _fit(model, dataset, get_method("ce"), None, settings, seed=seed, device=device,
                           compile=compile, reuse_teacher_logits=True, checkpoint_dir=checkpoint_dir,
                           resume=resume, progress=progress, description=f"teacher {model_name}",
-                          run_config={"kind": "teacher", "model": model_name})
+                          run_config={"kind": "teacher", "model": model_name}, reseed=given_module)
     if use_cache and _rank() == 0:
         _atomic_save({"format": CACHE_FORMAT_VERSION, "key": json.dumps(key, sort_keys=True),
                       "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -262,13 +263,15 @@ def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatu
         teacher = None  # "ce" / "label_smoothing": the student learns from the labels alone
 
     student_name = student if isinstance(student, str) else type(student).__name__
+    given_module = isinstance(student, nn.Module)
     student = _resolve_model(student, dataset, seed, "student")
     run_config = {"kind": "distill", "student": student_name, "method": method.name,
                   "hparams": {k: repr(v) for k, v in sorted(method.hparams.items())}}
     student, history = _fit(student, dataset, method, teacher, settings, seed=seed, device=device,
                             compile=compile, reuse_teacher_logits=reuse_teacher_logits,
                             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                            description=f"distill {method.name} -> {student_name}", run_config=run_config)
+                            description=f"distill {method.name} -> {student_name}", run_config=run_config,
+                            reseed=given_module)
     history.attrs["settings"] = settings
     history.attrs["method"] = {"name": method.name, "hparams": dict(sorted(method.hparams.items()))}
     return student, history
@@ -539,8 +542,27 @@ def _check_bool(value, name):
 # ----------------------------------------------------------------------------------------------------
 
 def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, reuse_teacher_logits,
-         checkpoint_dir, resume, progress, description, run_config):
-    """Train ``model`` on ``dataset`` with the loss terms of ``method``; return ``(model, history)``."""
+         checkpoint_dir, resume, progress, description, run_config, reseed=False):
+    """Train ``model`` on ``dataset`` with the loss terms of ``method``; return ``(model, history)``.
+
+    The global torch RNG (dropout masks) is forked: training draws from it but leaves the caller's stream as
+    it was, so what runs afterwards does not depend on whether this model was trained or loaded from the
+    cache. ``reseed=True`` (a model passed as an ``nn.Module``, not created here after ``manual_seed(seed)``)
+    seeds that stream with ``seed`` first, so fine-tuning a given model is reproducible on its own.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if reseed:
+            torch.random.default_generator.manual_seed(seed)
+            if device.type == "cuda":
+                torch.cuda.manual_seed(seed)
+        return _fit_forked(model, dataset, method, teacher, settings, seed=seed, device=device, compile=compile,
+                           reuse_teacher_logits=reuse_teacher_logits, checkpoint_dir=checkpoint_dir,
+                           resume=resume, progress=progress, description=description, run_config=run_config)
+
+
+def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, compile, reuse_teacher_logits,
+                checkpoint_dir, resume, progress, description, run_config):
     _check_bool(compile, "compile")
     _check_bool(resume, "resume")
     _check_bool(progress, "progress")

@@ -391,7 +391,9 @@ def entropy_matching_explorer(teacher_logits, top=20):
     Returns an ipywidgets.VBox with ``.sliders`` ("temperature", 0.1 to 100), ``.figure``, ``.output`` and
     ``.state``: "temperature", "teacher_entropy" (mean over samples), "smoothing" (eps), "teacher_sorted" and
     "smoothing_sorted" (the drawn bars), "teacher_confidence" and "smoothing_confidence" (their first bars), and
-    "tail_gap" (total variation between the two sorted distributions: 0 would mean label smoothing says it all).
+    "tail_gap" (total variation between the two *sorted* distributions: how differently they spread their mass
+    over the ranks. Sorting discards which class is which, so it says nothing about class identity: a teacher
+    ranking other classes second has the same sorted profile).
     """
     from kdlab.studies import entropy_matched_smoothing, label_smoothing_distribution, sorted_distribution
 
@@ -428,7 +430,8 @@ def entropy_matching_explorer(teacher_logits, top=20):
         ax.set_ylim(0, 1.02)
         ax.legend(loc="upper right", fontsize=8)
         ax.set_title(f"T = {temperature:.3g}: same entropy H = {state['teacher_entropy']:.3f} nats "
-                     f"(max {math.log(num_classes):.2f}); they differ by TV = {state['tail_gap']:.3f}", fontsize=10)
+                     f"(max {math.log(num_classes):.2f});\nsorted profiles differ by TV = {state['tail_gap']:.3f} (shape over ranks, "
+                     f"not class identity)", fontsize=10)
         return state
 
     return _explorer(sliders, draw, figsize=(7.5, 3.4))
