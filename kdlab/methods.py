@@ -256,8 +256,6 @@ _RECIPES = {
         True,
     ),
     "lskd": (_lskd_terms, ("ce", "lskd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 9.0, "warmup": 0}, True),
-    "normkd": (_normkd_terms, ("ce", "normkd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0},
-               True),
     "dkd": (
         _dkd_terms,
         ("ce", "tckd", "nckd"),
@@ -278,6 +276,8 @@ _RECIPES = {
         },
         True,
     ),
+    "normkd": (_normkd_terms, ("ce", "normkd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0},
+               True),
 }
 
 
