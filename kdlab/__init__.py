@@ -44,6 +44,9 @@ from kdlab.sweep import expand_grid, sweep
 # statistics: calibration (NLL, ECE) and the one rule for "is A better than B" (paired by seed, t interval)
 from kdlab.stats import calibration, compare, describe_comparison
 
+# choosing T: successive halving over candidate temperatures, dropping only on a paired interval
+from kdlab.choose import TemperatureChoice, choose_temperature
+
 # studies: Frank & Davis (2026)'s temperature studies as data + runners, teacher ablations, verdicts (notebook 05)
 from kdlab.studies import (
     STUDY_NAMES,

@@ -5,6 +5,7 @@
     kdlab methods
     kdlab models
     kdlab study methods --dataset cifar100 --teacher resnet32x4 --student resnet8x4 --out runs
+    kdlab choose-temperature --student mlp64 --method kd --temperature 1 2 4 8 16 --seed 0 1 2 --out runs
 
 Every command that trains writes into ``--out`` (default ``kdlab-runs/<command>-<time>``, for ``kdlab study``
 too). ``teacher`` and ``distill`` write ``history.csv`` (one row per epoch), ``config.json`` (the options as
@@ -52,6 +53,7 @@ def build_parser():
     _add_distill_command(subparsers)
     _add_sweep_command(subparsers)
     _add_study_command(subparsers)
+    _add_choose_temperature_command(subparsers)
     _add_methods_command(subparsers)
     _add_models_command(subparsers)
     return parser
@@ -280,6 +282,114 @@ def _run_sweep(args):
         top = rows.loc[rows["test_acc"].idxmax()]
         print(f"  {method:16s} best temperature {top['temperature']:g}: mean test accuracy {top['test_acc']:.2f} %")
     print(f"kdlab sweep: {runs} runs; results in {folder} (sweep.csv, sweep.png)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab choose-temperature
+# ----------------------------------------------------------------------------------------------------
+
+def _add_choose_temperature_command(subparsers):
+    from kdlab.choose import DEFAULT_TEMPERATURES
+    from kdlab.methods import list_methods
+    from kdlab.models import list_models
+    from kdlab.train import RECIPES
+
+    student = RECIPES["mnist10k"]["student"]
+    with_temperature = [name for name, defaults in list_methods().items() if "temperature" in defaults]
+    command = subparsers.add_parser(
+        "choose-temperature", help="recommend a temperature, dropping clearly worse candidates early",
+        description="Run kdlab.choose_temperature: the candidates train together (kdlab.sweep) in rounds of "
+                    "growing length; after each round a candidate is dropped only when its paired interval "
+                    "against the leader lies below 0 and it is not catching up. Writes choice.csv (one row "
+                    "per candidate), choice.png (accuracy vs T with the intervals), choice.txt (the "
+                    "explanation) and results.csv (every round's epochs). Rerunning with the same --out "
+                    "loads finished runs.")
+    _add_dataset_options(command)
+    command.add_argument("--method", default="kd", choices=with_temperature, metavar="NAME",
+                         help="method whose temperature is chosen (default: kd); any of: %(choices)s")
+    command.add_argument("--temperature", nargs="+", type=float, default=None, metavar="T",
+                         help="candidate temperatures (default: "
+                              f"{' '.join(f'{t:g}' for t in DEFAULT_TEMPERATURES)})")
+    command.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], metavar="S",
+                         help="seeds, at least 2 (default: 0 1 2); intervals are paired by seed")
+    command.add_argument("--rounds", type=int, default=3, help="number of rounds (default: 3)")
+    command.add_argument("--eta", type=float, default=3.0,
+                         help="factor between round lengths (default: 3: E/9, E/3, E epochs)")
+    command.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    command.add_argument("--teacher", default="cnn", choices=list_models(), metavar="NAME",
+                         help="teacher architecture, trained with its recipe and --teacher-seed, cached "
+                              "(default: cnn)")
+    command.add_argument("--teacher-seed", type=int, default=0, help="seed of the teacher (default: 0)")
+    command.add_argument("--teacher-epochs", type=int, default=None,
+                         help="epochs of the teacher (default: the recipe's, see 'kdlab teacher --help')")
+    command.add_argument("--student", default="mlp64", choices=list_models(), metavar="NAME",
+                         help="student architecture (default: mlp64)")
+    command.add_argument("--transfer-size", type=int, default=1000,
+                         help="train the students on a seeded stratified subset of this many training images "
+                              "(default: 1000)")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="a method hyper-parameter for every run, e.g. --set beta=3 (repeatable)")
+    group = command.add_argument_group("training (defaults come from the recipe)")
+    group.add_argument("--recipe", default=None, choices=sorted(RECIPES), metavar="NAME",
+                       help="training recipe (default: cifar for CIFAR datasets, else mnist10k)")
+    group.add_argument("--epochs", type=int, default=None,
+                       help=f"full training length E (mnist10k recipe: {student['epochs']})")
+    group.add_argument("--optimizer", default=None, choices=["sgd", "adamw"], help="optimizer (recipes: sgd)")
+    group.add_argument("--lr", type=float, default=None, help=f"learning rate (mnist10k recipe: {student['lr']})")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help=f"batch size (mnist10k recipe: {student['batch_size']})")
+    group.add_argument("--weight-decay", type=float, default=None,
+                       help=f"weight decay (mnist10k recipe: {student['weight_decay']})")
+    group.add_argument("--momentum", type=float, default=None, help="SGD momentum (recipes: 0.9)")
+    group.add_argument("--schedule", default=None, type=_schedule,
+                       help="learning-rate schedule: constant, cosine, step or milestone epochs like 150,180,210")
+    group.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--out", default=None, metavar="DIR",
+                       help="output folder (default: kdlab-runs/choose-temperature-<date-time>)")
+    command.set_defaults(run=_run_choose_temperature)
+
+
+def _run_choose_temperature(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdlab.choose import choose_temperature
+    from kdlab.train import _resolve_device, train_teacher
+
+    dataset = _load_dataset(args)
+    device = _resolve_device(args.device)
+    common = {key: value for key, value in (("optimizer", args.optimizer), ("lr", args.lr),
+                                            ("batch_size", args.batch_size), ("weight_decay", args.weight_decay),
+                                            ("momentum", args.momentum), ("schedule", args.schedule))
+              if value is not None}
+    common.update(_parse_overrides(args.overrides))
+    rounds = args.rounds
+    eta = int(args.eta) if float(args.eta).is_integer() else args.eta
+    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
+                               device=device, progress=not args.no_progress)
+    transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
+    folder = _output_folder(args)
+    choice = choose_temperature(teacher, transfer, student=args.student, method=args.method,
+                                temperatures=args.temperature, seeds=args.seed, epochs=args.epochs,
+                                progress=not args.no_progress, rounds=rounds, eta=eta,
+                                confidence=args.confidence, out=folder / "runs", recipe=args.recipe,
+                                device=device, **common)
+    _atomic_write_text(folder / "choice.csv", choice.table.to_csv(index=False))
+    _atomic_write_text(folder / "results.csv", choice.results.to_csv(index=False))
+    explanation = choice.explain()
+    _atomic_write_text(folder / "choice.txt", explanation + "\n")
+    figure = choice.plot()
+    try:
+        _atomic_write(folder / "choice.png", lambda file: figure.savefig(file, format="png"))
+    finally:
+        plt.close(figure)
+    print(explanation)
+    print(f"kdlab choose-temperature: T = {choice.temperature:g}; results in {folder} "
+          "(choice.csv, choice.png, choice.txt, results.csv)")
     return 0
 
 

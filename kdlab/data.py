@@ -109,6 +109,95 @@ class Dataset:
                 raise TypeError(f"{split}_targets must be an int64 tensor of shape ({len(images)},)")
         self.input_shape = tuple(self.input_shape)
 
+    @classmethod
+    def from_tensors(cls, train_images, train_targets, test_images, test_targets, classes=None, name="custom",
+                     normalize=True, augment=False) -> Dataset:
+        """A Dataset from your own images and labels (tensors or NumPy arrays), to distill on your data.
+
+        Args:
+            train_images, test_images: ``(N, C, H, W)`` or ``(N, H, W)`` (one channel), uint8 pixels in
+                0..255 (divided by 255) or floats (used as they are). Both splits need the same ``(C, H, W)``.
+            train_targets, test_targets: integer class indices of shape ``(N,)``, one per image.
+            classes: the class names (index = target value); default ``["0", "1", ...]`` with as many
+                classes as the largest target + 1 over both splits.
+            name: recorded in ``name`` (and in every run key, so two different datasets never share results).
+            normalize: subtract the training split's per-channel mean and divide by its std (both splits),
+                as ``load_dataset`` does with each dataset's own statistics; ``mean``/``std`` record them so
+                ``to_pixels`` undoes it. ``False`` keeps the values (``mean=0, std=1``).
+            augment: whether training applies :func:`augment_batch` (random crop + flip, for natural images).
+
+        The tensors are copied to float32 / int64 on the device of ``train_images``.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty string, got {name!r}")
+        for flag, value in (("normalize", normalize), ("augment", augment)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
+        splits = {}
+        for split, images, targets in (("train", train_images, train_targets), ("test", test_images, test_targets)):
+            images = _as_tensor(images, f"{split}_images")
+            targets = _as_tensor(targets, f"{split}_targets")
+            if images.dim() == 3:
+                images = images[:, None]
+            if images.dim() != 4:
+                raise ValueError(f"{split}_images must have shape (N, C, H, W) or (N, H, W), got {tuple(images.shape)}")
+            if images.shape[0] == 0:
+                raise ValueError(f"{split}_images must hold at least one image, got 0")
+            if images.dtype == torch.uint8:
+                images = images.float() / 255.0
+            elif images.dtype.is_floating_point:
+                images = images.float()
+            else:
+                raise TypeError(f"{split}_images must be uint8 pixels or floats, got dtype {images.dtype}")
+            if not torch.isfinite(images).all():
+                raise ValueError(f"{split}_images must be finite (found NaN or inf)")
+            if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
+                raise TypeError(f"{split}_targets must hold integer class indices, got dtype {targets.dtype}")
+            if targets.shape != images.shape[:1]:
+                raise ValueError(f"{split}_targets must have shape ({images.shape[0]},), one class index per image "
+                                 f"of {split}_images, got {tuple(targets.shape)}")
+            targets = targets.long()
+            if int(targets.min()) < 0:
+                raise ValueError(f"{split}_targets must be class indices >= 0, got {int(targets.min())}")
+            splits[split] = (images, targets)
+        if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
+            raise ValueError(f"train_images and test_images must have the same (C, H, W), got "
+                             f"{tuple(splits['train'][0].shape[1:])} and {tuple(splits['test'][0].shape[1:])}")
+        largest = max(int(splits["train"][1].max()), int(splits["test"][1].max()))
+        if classes is None:
+            classes = [str(index) for index in range(largest + 1)]
+        else:
+            if isinstance(classes, str) or not isinstance(classes, Sequence):
+                raise TypeError(f"classes must be a list of class names, got {type(classes).__name__}")
+            classes = [str(c) for c in classes]
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"classes must be distinct names, got {classes}")
+            if largest >= len(classes):
+                raise ValueError(f"targets go up to {largest} but classes names only {len(classes)} classes "
+                                 f"(targets must lie in 0..{len(classes) - 1})")
+        if len(classes) < 2:
+            raise ValueError(f"a dataset needs at least 2 classes, got {len(classes)}")
+        device = splits["train"][0].device
+        train_images = splits["train"][0]
+        channels = train_images.shape[1]
+        if normalize:
+            mean = train_images.transpose(0, 1).reshape(channels, -1).double().mean(dim=1)
+            std = train_images.transpose(0, 1).reshape(channels, -1).double().std(dim=1)
+            if not bool((std > 0).all()):
+                raise ValueError("train_images has a channel with zero variance; pass normalize=False")
+            mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        else:
+            mean, std = (0.0,) * channels, (1.0,) * channels
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        scaled = {split: ((images.to(device) - mean_t) / std_t, targets.to(device))
+                  for split, (images, targets) in splits.items()}
+        return cls(name=name, num_classes=len(classes), classes=classes,
+                   input_shape=tuple(train_images.shape[1:]),
+                   train_images=scaled["train"][0].contiguous(), train_targets=scaled["train"][1].contiguous(),
+                   test_images=scaled["test"][0].contiguous(), test_targets=scaled["test"][1].contiguous(),
+                   augment=augment, mean=mean, std=std)
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, train={len(self.train_targets)}, test={len(self.test_targets)}, "
@@ -302,6 +391,15 @@ def augment_batch(
 
 # --------------------------------------------------------------------------------------------------
 # private helpers
+
+
+def _as_tensor(value, name: str) -> torch.Tensor:
+    """A torch.Tensor or a NumPy array (copied) as a tensor; anything else is an error naming ``name``."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    raise TypeError(f"{name} must be a torch.Tensor or a NumPy array, got {type(value).__name__}")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

@@ -32,6 +32,7 @@ __all__ = [
     "dtkd_temperatures",
     "dtkd_loss",
     "lskd_loss",
+    "normkd_loss",
     "dkd_loss",
     "LearnableTemperature",
 ]
@@ -173,6 +174,42 @@ def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean")
     temperature = _check_loss_temperature(temperature, student_logits)
     per_sample = _kl(_standardize(teacher_logits) / temperature, _standardize(student_logits) / temperature)
     return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
+
+
+def normkd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean"):
+    """NormKD: KD with one temperature per sample and model, proportional to the spread of its logits.
+
+    Chi et al. (2023), "NormKD: Normalized Logits for Knowledge Distillation", arXiv 2308.00520. With
+    s(x) = std(x) over the K classes (torch's unbiased, K - 1 std, as in the official code) and T_norm the
+    ``temperature``:
+
+        T^t_b = T_norm * s(v_b),   T^s_b = T_norm * s(z_b),
+        loss_b = (T^t_b)^2 * KL(softmax(v_b / T^t_b) || softmax(z_b / T^s_b)).
+
+    Softmax ignores a shift, so v_b / T^t_b gives the same distribution as (v_b - mean(v_b)) / (T_norm s(v_b)):
+    the tempered distributions are LS-KD's (``lskd_loss``, without its 1e-7) and only the weight differs,
+    (T_norm s(v_b))^2 per sample instead of LS-KD's constant T_norm^2. A confident teacher sample (spread-out
+    logits) gets a high temperature and a large weight; the student's temperature follows its own logits and
+    receives gradients (as in the official code); the teacher's does not.
+
+    Official code (``gizi1/NormKD``, ``mdistiller/distillers/NormKD.py``, ``kd_loss_normal``):
+    ``temperature`` = ``NormKD.TEMPERATURE_NORM`` (2.0); the weights ``NormKD.LOSS.CE_WEIGHT`` (0.1) and
+    ``NormKD.LOSS.KD_WEIGHT`` (0.9) are the ``"normkd"`` recipe in ``kdlab.methods``. Unlike the official code,
+    a constant logit vector (zero spread) gives a finite loss: its variance is clamped at the smallest normal
+    float before the square root (values are unchanged otherwise).
+    """
+    student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
+    _check_reduction(reduction)
+    temperature = _check_loss_temperature(temperature, student_logits)
+    teacher_t = temperature * _spread(teacher_logits)
+    student_t = temperature * _spread(student_logits)
+    per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
+    return _reduce(teacher_t.squeeze(-1) ** 2 * per_sample, reduction, result_dtype)
+
+
+def _spread(logits):
+    """Per-sample unbiased std over the classes, shape (B, 1), never exactly 0."""
+    return logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny).sqrt()
 
 
 def _standardize(logits):

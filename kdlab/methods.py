@@ -17,6 +17,7 @@ Defaults are each paper's CIFAR-100 setting (resnet32x4 -> resnet8x4 where the p
     lskd             ce, lskd          tau 2, ce 0.1, kd 9                           LS-KD code (tools/train.py)
     dkd              ce, tckd, nckd    T 4, alpha 1, beta 8, ce 1, warm-up 20        DKD (mdistiller cfg)
     ctkd             ce, kd            tau in (1, 21) learnable, ce 0.1, kd 0.9      CTKD code
+    normkd           ce, normkd        T_norm 2, ce 0.1, kd 0.9                      NormKD code (mdistiller cfg)
 
 Every teacher-based recipe accepts ``warmup`` (epochs): its distillation terms are multiplied by
 min(epoch / warmup, 1) (0 = no warm-up); the CE term never is. For a short run, e.g. 10 epochs on
@@ -39,6 +40,7 @@ from kdlab.losses import (
     dtkd_temperatures,
     kd_loss,
     lskd_loss,
+    normkd_loss,
     ttm_loss,
     wttm_loss,
 )
@@ -192,6 +194,20 @@ def _lskd_terms(m, student_logits, teacher_logits, targets, epoch):
     }
 
 
+def _normkd_terms(m, student_logits, teacher_logits, targets, epoch):
+    """NormKD (Chi et al. 2023): 0.1 CE + 0.9 mean_b (T_norm s(v_b))^2 KL, per-sample T = T_norm * std(logits).
+
+    Official config (gizi1/NormKD ``mdistiller/engine/cfg.py``): temperature = ``NormKD.TEMPERATURE_NORM`` (2.0),
+    ce_weight = ``NormKD.LOSS.CE_WEIGHT`` (0.1), kd_weight = ``NormKD.LOSS.KD_WEIGHT`` (0.9).
+    """
+    hp = m.hparams
+    normkd = normkd_loss(student_logits, teacher_logits, hp["temperature"])
+    return {
+        "ce": hp["ce_weight"] * _cross_entropy(student_logits, targets),
+        "normkd": m.warmup_factor(epoch) * hp["kd_weight"] * normkd,
+    }
+
+
 def _dkd_terms(m, student_logits, teacher_logits, targets, epoch):
     """DKD (Zhao et al. 2022), mdistiller: CE + min(epoch / 20, 1) (alpha TCKD + beta NCKD), T = 4.
 
@@ -260,6 +276,8 @@ _RECIPES = {
         },
         True,
     ),
+    "normkd": (_normkd_terms, ("ce", "normkd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0},
+               True),
 }
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "teacher_vs_label_smoothing",
     "temperature_by_training_length",
     "plot_comparison",
+    "temperature_choice",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -691,4 +692,55 @@ def plot_comparison(table, label=None, baseline="baseline", unit="points", ax=No
     ax.grid(axis="y", visible=False)
     if title:
         ax.set_title(title)
+    return ax.figure
+
+
+@_styled
+def temperature_choice(table, confidence=0.95, axes=None):
+    """Mean test accuracy vs temperature from ``kdlab.choose_temperature``'s table, dropped candidates marked.
+
+    ``table`` is ``TemperatureChoice.table``. Candidates of the last round (full training length) are filled
+    points; the bar is the paired interval of the difference to the leader, drawn around the candidate's mean
+    (leader's mean + interval), so a bar that reaches the leader's line cannot be told apart from it. Dropped
+    candidates are hollow, one colour per round, at the mean accuracy of the (shorter) round they were dropped
+    in, with their interval against that round's leader. ``axes`` is one matplotlib Axes (or None).
+    """
+    columns = list(getattr(table, "columns", ()))
+    for column in ("temperature", "mean", "difference", "ci_low", "ci_high", "epochs", "dropped_in_round"):
+        if column not in columns:
+            raise ValueError(f"table must be TemperatureChoice.table (missing column {column!r})")
+    ax = _axes(axes, figsize=(6.4, 3.8))
+    dropped = table["dropped_in_round"].notna().to_numpy()
+    final = table[~dropped]
+    level = f"{100 * confidence:g} %"
+
+    def bars(rows, color, hollow, label):
+        leader_mean = (rows["mean"] - rows["difference"]).to_numpy(float)
+        low = leader_mean + rows["ci_low"].to_numpy(float)
+        high = leader_mean + rows["ci_high"].to_numpy(float)
+        x = rows["temperature"].to_numpy(float)
+        for xi, lo, hi in zip(x, low, high):
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.plot([xi, xi], [lo, hi], color=color, linewidth=2.0, alpha=0.8, solid_capstyle="butt")
+        ax.scatter(x, rows["mean"], s=44, zorder=3, color="white" if hollow else color, edgecolors=color,
+                   linewidths=1.6, label=label)
+
+    if len(final):
+        epochs = int(final["epochs"].iloc[0])
+        bars(final, _PALETTE[0], False, f"trained the full {epochs} epochs")
+        best = final.loc[final["mean"].idxmax()]
+        ax.axhline(best["mean"], color=_PALETTE[0], linewidth=0.8, linestyle="--",
+                   label=f"recommended T = {best['temperature']:g} (mean)")
+    for index, (round_index, rows) in enumerate(table[dropped].groupby("dropped_in_round", sort=True)):
+        budget = int(rows["epochs"].iloc[0])
+        bars(rows, _PALETTE[(index + 1) % len(_PALETTE)], True,
+             f"dropped after round {int(round_index) + 1} ({budget} epoch{'s' if budget != 1 else ''})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(table["temperature"].to_numpy(float))
+    ax.set_xticklabels([f"{t:g}" for t in table["temperature"]])
+    ax.minorticks_off()
+    ax.set_xlabel("temperature T (log scale)")
+    ax.set_ylabel("mean test accuracy [%]")
+    ax.set_title(f"choose_temperature: bars = {level} paired interval vs the round's leader", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure

@@ -190,3 +190,29 @@ def test_console_script_help_runs():
     assert done.returncode == 0
     for command in ("teacher", "distill", "methods", "models"):
         assert command in done.stdout
+
+
+def test_choose_temperature_writes_table_plot_and_explanation(tmp_path, capsys):
+    out = tmp_path / "choice"
+    argv = ["choose-temperature", "--teacher", "mlp16", "--teacher-epochs", "1", "--student", "mlp16",
+            "--method", "kd", "--temperature", "1", "4", "--seed", "0", "1", "--transfer-size", "200",
+            "--epochs", "2", "--rounds", "2", "--lr", "0.05", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "choice.csv")
+    assert table["temperature"].tolist() == [1.0, 4.0]
+    assert {"mean", "ci_low", "ci_high", "verdict", "epochs", "dropped_in_round"} <= set(table.columns)
+    text = (out / "choice.txt").read_text()
+    assert text.startswith("Recommended T = ") and "student-epochs" in text
+    assert (out / "choice.png").stat().st_size > 1000 and (out / "results.csv").is_file()
+    printed = capsys.readouterr().out
+    assert text.strip() in printed and str(out) in printed
+    assert not list(out.glob("*.tmp"))
+
+
+def test_choose_temperature_refuses_a_single_seed(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["choose-temperature", "--teacher", "mlp16", "--teacher-epochs", "1", "--student", "mlp16",
+              "--seed", "0", "--transfer-size", "100", "--epochs", "1", "--out", str(tmp_path / "x"),
+              "--no-progress"])
+    assert raised.value.code == 2
+    assert "seeds must hold at least 2" in capsys.readouterr().err

@@ -404,3 +404,72 @@ def test_augment_batch_rejects_bad_arguments():
 
 def test_public_names_are_exported():
     assert kdlab.load_dataset is load_dataset and kdlab.Dataset is Dataset and kdlab.augment_batch is augment_batch
+
+
+# ------------------------------------------------------------------------------------------------
+# Dataset.from_tensors: your own images and labels
+
+
+def test_from_tensors_scales_normalises_and_round_trips_to_pixels():
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (40, 3, 5, 6), dtype=torch.uint8, generator=generator)
+    test = torch.randint(0, 256, (10, 3, 5, 6), dtype=torch.uint8, generator=generator)
+    train_targets, test_targets = torch.arange(40) % 4, torch.arange(10) % 4
+    ds = Dataset.from_tensors(train, train_targets, test.numpy(), test_targets.numpy(), name="mine")
+    assert ds.name == "mine" and ds.num_classes == 4 and ds.classes == ["0", "1", "2", "3"]
+    assert ds.input_shape == (3, 5, 6) and ds.train_images.dtype == torch.float32
+    assert ds.train_targets.dtype == torch.int64 and ds.augment is False
+    # the training split has mean 0 and std 1 per channel; the statistics are recorded
+    per_channel = ds.train_images.transpose(0, 1).reshape(3, -1).double()
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(per_channel.std(1), torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    expected_mean = (train.double() / 255).transpose(0, 1).reshape(3, -1).mean(1)
+    assert ds.mean == pytest.approx(expected_mean.tolist(), abs=1e-6)  # pixels / 255 in float32
+    torch.testing.assert_close(ds.to_pixels(ds.test_images), test.float() / 255, atol=1e-5, rtol=0)
+
+
+def test_from_tensors_accepts_grey_images_without_channel_and_float_values_as_they_are():
+    images = torch.rand(12, 7, 7)
+    ds = Dataset.from_tensors(images, torch.tensor([0, 1, 2] * 4), images[:6], torch.tensor([2, 1, 0] * 2),
+                              classes=("cat", "dog", "owl"), normalize=False, augment=True)
+    assert ds.input_shape == (1, 7, 7) and ds.classes == ["cat", "dog", "owl"] and ds.augment
+    torch.testing.assert_close(ds.train_images[:, 0], images)
+    assert ds.mean == (0.0,) and ds.std == (1.0,)
+
+
+def test_from_tensors_trains_a_student():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(64, 1, 28, 28, generator=generator)
+    targets = torch.randint(0, 10, (64,), generator=generator)
+    ds = Dataset.from_tensors(images, targets, images[:16], targets[:16])
+    student, history = kdlab.distill(None, ds, method="ce", epochs=1, progress=False)
+    assert len(history) == 1 and 0 <= history["test_acc"].iloc[0] <= 100
+
+
+@pytest.mark.parametrize("change, error, match", [
+    ({"train_images": [[1.0]]}, TypeError, "train_images must be a torch.Tensor or a NumPy array"),
+    ({"train_images": torch.zeros(8, 2)}, ValueError, r"train_images must have shape \(N, C, H, W\)"),
+    ({"test_images": torch.zeros(4, 1, 3, 4)}, ValueError, "same \\(C, H, W\\)"),
+    ({"train_images": torch.zeros(8, 1, 3, 3, dtype=torch.int32)}, TypeError, "uint8 pixels or floats"),
+    ({"train_images": torch.full((8, 1, 3, 3), float("nan"))}, ValueError, "finite"),
+    ({"train_targets": torch.zeros(7, dtype=torch.long)}, ValueError, r"train_targets must have shape \(8,\)"),
+    ({"train_targets": torch.zeros(8)}, TypeError, "integer class indices"),
+    ({"test_targets": -torch.ones(4, dtype=torch.long)}, ValueError, ">= 0"),
+    ({"classes": ["a"]}, ValueError, "targets go up to 1"),
+    ({"classes": ["a", "a"]}, ValueError, "distinct"),
+    ({"classes": "ab"}, TypeError, "list of class names"),
+    ({"train_images": torch.zeros(0, 1, 3, 3), "train_targets": torch.zeros(0, dtype=torch.long)}, ValueError,
+     "at least one image"),
+    ({"train_images": torch.ones(8, 1, 3, 3)}, ValueError, "zero variance"),
+    ({"name": ""}, TypeError, "name"),
+    ({"normalize": 1}, TypeError, "normalize"),
+])
+def test_from_tensors_rejects_bad_input_naming_the_argument(change, error, match):
+    generator = torch.Generator().manual_seed(2)
+    arguments = {"train_images": torch.rand(8, 1, 3, 3, generator=generator),
+                 "train_targets": torch.tensor([0, 1] * 4),
+                 "test_images": torch.rand(4, 1, 3, 3, generator=generator),
+                 "test_targets": torch.tensor([1, 0] * 2)}
+    arguments.update(change)
+    with pytest.raises(error, match=match):
+        Dataset.from_tensors(**arguments)

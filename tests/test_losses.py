@@ -13,6 +13,7 @@ from kdlab.losses import (
     dtkd_temperatures,
     kd_loss,
     lskd_loss,
+    normkd_loss,
     ttm_loss,
     wttm_loss,
 )
@@ -533,3 +534,59 @@ def test_every_loss_is_finite_and_non_negative_at_extremes(batch, num_classes, l
         assert (values >= -1e-8 * max(1.0, temperature**2)).all(), values
         (grad,) = torch.autograd.grad(values.sum(), student)
         assert torch.isfinite(grad).all()
+
+
+# --- NormKD (Chi et al. 2023; official code gizi1/NormKD, mdistiller/distillers/NormKD.py) ------------------
+# Golden values computed independently in float64 with NumPy from the official formula (kd_loss_normal):
+# T_t = T_norm * std(v, ddof=1), T_s = T_norm * std(z, ddof=1), loss_b = T_t^2 * KL(softmax(v/T_t) || softmax(z/T_s)).
+
+@pytest.mark.parametrize(
+    "temperature, per_sample, mean",
+    [
+        (1.0, [0.0154814085, 0.0471253948], 0.0313034016),
+        (2.0, [0.0194814889, 0.0550995467], 0.0372905178),
+        (4.0, [0.0206405666, 0.0580937916], 0.0393671791),
+    ],
+)
+def test_normkd_golden(temperature, per_sample, mean):
+    torch.testing.assert_close(normkd_loss(STUDENT, TEACHER, temperature, reduction="none"), as_tensor(per_sample),
+                               rtol=0, atol=GOLDEN)
+    assert normkd_loss(STUDENT, TEACHER, temperature).item() == pytest.approx(mean, abs=GOLDEN)
+
+
+def test_normkd_is_lskd_reweighted_by_the_teachers_spread():
+    student, teacher = random_pair(batch=6, num_classes=9, seed=3)
+    spread = teacher.std(dim=-1, unbiased=True)
+    # LS-KD adds 1e-7 to the std; at these spreads (~2) that changes the loss by ~1e-7 relative
+    torch.testing.assert_close(normkd_loss(student, teacher, 2.0, "none"),
+                               spread ** 2 * lskd_loss(student, teacher, 2.0, "none"), rtol=1e-5, atol=1e-9)
+
+
+def test_normkd_scale_and_shift_of_the_student_logits_do_not_matter():
+    student, teacher = random_pair(batch=4, num_classes=6, seed=5)
+    base = normkd_loss(student, teacher, 2.0, "none")
+    torch.testing.assert_close(normkd_loss(3.0 * student - 1.5, teacher, 2.0, "none"), base, rtol=1e-9, atol=1e-12)
+    # a scaled teacher keeps its distribution but scales the weight by the square of the scale
+    torch.testing.assert_close(normkd_loss(student, 2.0 * teacher + 4.0, 2.0, "none"), 4.0 * base, rtol=1e-9, atol=1e-12)
+
+
+def test_normkd_student_temperature_receives_gradient_teacher_none():
+    student, teacher = random_pair(batch=3, num_classes=5, seed=7)
+    student.requires_grad_(True)
+    teacher.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: normkd_loss(s, teacher, 2.0, "none"), (student,))
+    normkd_loss(student, teacher, 2.0).backward()
+    assert teacher.grad is None
+    # gradient along the student's logits themselves is 0: the loss is invariant to z -> a z (a > 0)
+    assert float((student.grad * student.detach()).sum().abs()) < 1e-10
+
+
+def test_normkd_constant_logits_are_finite_and_bad_input_raises():
+    constant = torch.zeros(2, 5, dtype=torch.float64, requires_grad=True)
+    loss = normkd_loss(constant, TEACHER, 2.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(constant.grad).all()
+    with pytest.raises(ValueError, match="temperature"):
+        normkd_loss(STUDENT, TEACHER, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        normkd_loss(STUDENT, TEACHER[:, :4])

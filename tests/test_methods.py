@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses import dkd_loss, dtkd_loss, dtkd_temperatures, kd_loss, lskd_loss, ttm_loss, wttm_loss
+from kdlab.losses import dkd_loss, dtkd_loss, dtkd_temperatures, kd_loss, lskd_loss, normkd_loss, ttm_loss, wttm_loss
 from kdlab.methods import Method, get_method, list_methods
 
-NAMES = ["ce", "label_smoothing", "kd", "ttm", "wttm", "dtkd", "lskd", "dkd", "ctkd"]
+NAMES = ["ce", "label_smoothing", "kd", "ttm", "wttm", "dtkd", "lskd", "dkd", "ctkd", "normkd"]
 
 
 def batch(seed=0, size=6, num_classes=10):
@@ -258,3 +258,12 @@ def test_teacher_logits_made_under_inference_mode_work_for_every_method(dtype):
     for name in NAMES:
         sum(get_method(name)(student, teacher, targets, 3).values()).backward()
     assert torch.isfinite(student.grad).all()
+
+
+def test_normkd_recipe_is_the_official_config():
+    assert list_methods()["normkd"] == {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0}
+    student, teacher, targets = batch(seed=4)
+    terms = get_method("normkd", temperature=3.0)(student, teacher, targets, epoch=1)
+    assert list(terms) == ["ce", "normkd"]
+    torch.testing.assert_close(terms["ce"], 0.1 * F.cross_entropy(student, targets))
+    torch.testing.assert_close(terms["normkd"], 0.9 * normkd_loss(student, teacher, 3.0))
