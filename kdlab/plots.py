@@ -31,6 +31,7 @@ __all__ = [
     "training_curves",
     "temperature_history",
     "temperature_histogram",
+    "temperature_vs_difficulty",
     "sharpness_gap_vs_delta",
     "teacher_vs_label_smoothing",
     "temperature_by_training_length",
@@ -214,17 +215,22 @@ def entropy_vs_temperature(temperatures, entropies, num_classes, ax=None, label=
 
 
 @_styled
-def curves_vs_temperature(temperatures, curves, ylabel="", logy=False, reference=None, ax=None, title=None):
+def curves_vs_temperature(temperatures, curves, ylabel="", logy=False, reference=None, ax=None, title=None,
+                          reference_style="line"):
     """Several measured quantities against temperature (log x axis), one line per entry of ``curves``.
 
     ``curves`` maps a label to values (one per temperature). ``reference`` optionally maps a label to a
-    guide line drawn dashed in grey on top (e.g. a 1/T^2 slope, or a sum that should equal a curve). When
-    every label is a method name ("kd", "ttm", ...) the methods' fixed colours are used, else the palette
-    in order (so two curves never share a colour).
+    guide drawn in grey on top (e.g. a 1/T^2 slope, or a sum that should equal a curve): with
+    ``reference_style="line"`` a dashed line; with ``"markers"`` large hollow circles and no line, so a
+    reference that lies exactly on a curve stays visible around that curve's dots. When every label is a
+    method name ("kd", "ttm", ...) the methods' fixed colours are used, else the palette in order (so two
+    curves never share a colour).
     """
     temperatures = _temperatures(temperatures)
     if not isinstance(curves, dict) or not curves:
         raise TypeError("curves must be a non-empty dict label -> values (one per temperature)")
+    if reference_style not in ("line", "markers"):
+        raise ValueError(f"reference_style must be 'line' or 'markers', got {reference_style!r}")
     ax = _axes(ax)
     all_methods = all(str(label).lower() in _METHOD_COLORS for label in curves)
     for index, (label, values) in enumerate(curves.items()):
@@ -237,7 +243,11 @@ def curves_vs_temperature(temperatures, curves, ylabel="", logy=False, reference
         values = _array(values, f"reference[{label!r}]", ndim=1)
         if values.size != temperatures.size:
             raise ValueError(f"reference[{label!r}] must hold {temperatures.size} values, got {values.size}")
-        ax.plot(temperatures, values, linestyle="--", color="#555555", linewidth=1.3, label=str(label), zorder=3)
+        if reference_style == "line":
+            ax.plot(temperatures, values, linestyle="--", color="#555555", linewidth=1.3, label=str(label), zorder=3)
+        else:
+            ax.plot(temperatures, values, linestyle="none", marker="o", markersize=9, markerfacecolor="none",
+                    markeredgecolor="#222222", markeredgewidth=1.2, label=str(label), zorder=4)
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
@@ -487,7 +497,7 @@ def temperature_history(history, temperature=None, by="seed", warmup=None, ax=No
         ax.axvspan(history["epoch"].min() - 0.5, warmup + 0.5, color="#999999", alpha=0.12, linewidth=0,
                    label=f"warm-up ({warmup} epochs)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("student temperature T_s\n(band: min..max over the batch)")
+    ax.set_ylabel("student temperature T_s\n(band: min..max over the epoch's samples)")
     if title:
         ax.set_title(title)
     ax.legend()
@@ -515,6 +525,42 @@ def temperature_histogram(teacher_temperatures, student_temperatures, temperatur
     if title:
         ax.set_title(title)
     ax.legend()
+    return ax.figure
+
+
+@_styled
+def temperature_vs_difficulty(teacher_confidence, teacher_temperatures, teacher_correct, temperature, ax=None,
+                              bins=10):
+    """DTKD's per-sample teacher temperature against how sure the teacher is of that sample.
+
+    x: ``1 - teacher_confidence`` (the probability the teacher puts outside its top class) on a log axis, so
+    the many near-certain samples spread out and harder samples lie to the right. One dot per sample, the
+    samples the teacher gets wrong as red crosses; the black line joins the medians of ``bins`` groups of
+    equal size (ordered by confidence); the dotted line is tau, where DTKD equals KD.
+    """
+    confidence = _array(teacher_confidence, "teacher_confidence", ndim=1)
+    values = _array(teacher_temperatures, "teacher_temperatures").reshape(-1)
+    correct = _array(teacher_correct, "teacher_correct", ndim=1).astype(bool)
+    if not (confidence.size == values.size == correct.size) or confidence.size == 0:
+        raise ValueError(f"teacher_confidence, teacher_temperatures and teacher_correct must hold the same "
+                         f"non-zero number of samples, got {confidence.size}, {values.size}, {correct.size}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= confidence.size:
+        raise ValueError(f"bins must be an integer between 1 and the number of samples, got {bins!r}")
+    tau = _temperatures([temperature], "temperature")[0]
+    doubt = np.clip(1.0 - confidence, 1e-12, None)
+    ax = _axes(ax)
+    ax.scatter(doubt[correct], values[correct], s=6, alpha=0.35, color=_color("dtkd"), linewidths=0,
+               label="teacher right")
+    ax.scatter(doubt[~correct], values[~correct], s=28, marker="x", color="#D55E00", linewidths=1.2,
+               label="teacher wrong", zorder=3)
+    groups = np.array_split(np.argsort(doubt), bins)
+    ax.plot([np.median(doubt[g]) for g in groups], [np.median(values[g]) for g in groups], color="black",
+            marker="s", markersize=4, label=f"median of {bins} equal groups", zorder=4)
+    ax.axhline(tau, color="black", linestyle=":", linewidth=1, label=f"tau = {tau:g} (plain KD)")
+    ax.set_xscale("log")
+    ax.set_xlabel("1 - teacher's top probability (log scale; right = less sure)")
+    ax.set_ylabel("teacher temperature T_t")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 

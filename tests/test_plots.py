@@ -112,6 +112,19 @@ def test_curves_vs_temperature_values_and_reference():
         plots.curves_vs_temperature([1, 2], {"x": [1, 2]}, ax="left")
 
 
+
+def test_curves_vs_temperature_reference_as_markers_stays_visible_on_a_curve():
+    ax = _ax()
+    plots.curves_vs_temperature([1, 10], {"ttm": [0.5, 0.2]}, reference={"sum": [0.5, 0.2]}, ax=ax,
+                                reference_style="markers")
+    curve, guide = ax.lines
+    assert guide.get_linestyle() == "None" and guide.get_marker() == "o"
+    assert guide.get_markerfacecolor() == "none"
+    assert guide.get_markersize() > curve.get_markersize()      # drawn around the curve's own dots
+    assert guide.get_zorder() > curve.get_zorder()
+    with pytest.raises(ValueError, match="reference_style"):
+        plots.curves_vs_temperature([1, 10], {"x": [1, 2]}, reference_style="dots")
+
 def test_power_sum_histogram_counts_and_bounds():
     weights = np.array([1.0, 1.1, 1.2, 5.0, 7.9])
     ax = _ax()

@@ -126,3 +126,25 @@ def test_styled_keeps_the_interactive_mode_a_backend_switched_on_inside():
         assert matplotlib.is_interactive()
     finally:
         matplotlib.interactive(was)
+
+
+def test_temperature_vs_difficulty_marks_wrong_samples_medians_and_tau():
+    confidence = np.array([0.999, 0.99, 0.9, 0.6, 0.5, 0.4])
+    temperatures = np.array([4.1, 4.2, 4.5, 5.0, 5.5, 6.0])
+    correct = np.array([True, True, True, True, False, False])
+    figure = plots.temperature_vs_difficulty(confidence, temperatures, correct, temperature=4.0, bins=2)
+    (ax,) = figure.axes
+    right, wrong = ax.collections
+    assert len(right.get_offsets()) == 4 and len(wrong.get_offsets()) == 2
+    np.testing.assert_allclose(wrong.get_offsets()[:, 0], [0.5, 0.6])            # x = 1 - confidence
+    medians = [line for line in ax.lines if line.get_marker() == "s"][0]
+    np.testing.assert_allclose(medians.get_ydata(), [4.2, 5.5])                   # two groups of three samples
+    assert any(np.allclose(line.get_ydata(), 4.0) for line in ax.lines if line.get_linestyle() == ":")
+    assert ax.get_xscale() == "log"
+
+
+def test_temperature_vs_difficulty_checks_its_inputs():
+    with pytest.raises(ValueError, match="same"):
+        plots.temperature_vs_difficulty(np.ones(3), np.ones(2), np.ones(3, bool), temperature=4.0)
+    with pytest.raises(ValueError, match="bins"):
+        plots.temperature_vs_difficulty(np.ones(3), np.ones(3), np.ones(3, bool), temperature=4.0, bins=5)
