@@ -51,6 +51,8 @@ if not (_STATIC / "mathjax" / "tex-mml-chtml.js").is_file():
 html_static_path = [str(_STATIC)]
 mathjax_path = "mathjax/tex-mml-chtml.js"
 
+smartquotes = False  # formulas in docstrings and notebooks keep their primes and straight quotes
+
 html_theme = "pydata_sphinx_theme"
 html_title = "kdlab"
 html_theme_options = {
@@ -63,13 +65,15 @@ html_show_sourcelink = False
 html_copy_source = False
 
 
-def _protect_bars(app, what, name, obj, options, lines):
-    """kdlab's docstrings write |x| for absolute values and norms, which reStructuredText reads as a
-    substitution reference: escape every "|" outside ``literals`` so the formula shows as written."""
+def _protect_formulas(app, what, name, obj, options, lines):
+    """kdlab's docstrings write formulas in plain text: |x| (absolute values, KL's ||), a * b and p ** 2, which
+    reStructuredText reads as substitutions and emphasis. Escape "|" and "*" outside ``literals`` so each
+    formula shows as written."""
     for index, line in enumerate(lines):
         parts = line.split("``")
-        lines[index] = "``".join(part if k % 2 else part.replace("|", r"\|") for k, part in enumerate(parts))
+        lines[index] = "``".join(part if k % 2 else part.replace("|", r"\|").replace("*", r"\*")
+                                 for k, part in enumerate(parts))
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _protect_bars, priority=400)  # before napoleon (500)
+    app.connect("autodoc-process-docstring", _protect_formulas, priority=400)  # before napoleon (500)

@@ -176,7 +176,8 @@ def _value(value) -> str:
 
 
 def freeze_widgets(notebook, name: str, links: dict[str, str]) -> int:
-    """Replace every widget output by its default figure and a note; drop the widget state. Returns the count."""
+    """Replace every slider explorer's output by its default figure and a note, drop other widgets (progress
+    bars), drop the widget state. Returns how many explorers were replaced."""
     import nbformat
 
     models = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
@@ -196,8 +197,10 @@ def freeze_widgets(notebook, name: str, links: dict[str, str]) -> int:
             for png in parts["images"]:
                 outputs.append(nbformat.v4.new_output("display_data", data={
                     "image/png": png, "text/plain": f"<figure at {settings or 'its default values'}>"}))
-            sliders = " and ".join(f"*{label}*" for label, _ in parts["sliders"]) or "the widgets"
-            note = (f"**Interactive in Jupyter.** Shown here: the figure at {settings or 'the default values'}. "
+            if not parts["sliders"]:  # e.g. a progress bar: nothing to move, nothing to explain
+                continue
+            sliders = " and ".join(f"*{label}*" for label, _ in parts["sliders"])
+            note = (f"**Interactive in Jupyter.** Shown here: the figure at {settings}. "
                     f"To move {sliders}, open this notebook on {launch or 'Binder or Colab'}, "
                     f"or show it in class with `{present}`.")
             outputs.append(nbformat.v4.new_output("display_data", data={"text/markdown": note,
