@@ -227,7 +227,7 @@ def stage(source: Path, notebooks: list[Path]) -> list[str]:
     """Fill ``source`` with conf.py, the front page, the guide, the API page and copies of the notebooks."""
     if source.exists():
         shutil.rmtree(source)
-    shutil.copytree(ROOT / "book", source, ignore=shutil.ignore_patterns("_build", "__pycache__"))
+    shutil.copytree(ROOT / "book", source, ignore=shutil.ignore_patterns("_build", "__pycache__", "_static_mathjax"))
     (source / "notebooks").mkdir()
     for path in notebooks:
         shutil.copy(path, source / "notebooks" / path.name)
