@@ -35,7 +35,7 @@ $(LAB_STAMP): pyproject.toml
 	@touch $(LAB_STAMP)
 
 $(TEST_STAMP): $(LAB_STAMP)
-	$(PY) -m pip install --quiet -e '.[lab,test,book]'
+	$(PY) -m pip install --quiet -e '.[lab,test]'
 	@touch $(TEST_STAMP)
 
 # `make book` needs only the book extra (Sphinx, MyST-NB, the PyData theme, MathJax, Voila) over the lab one.

@@ -99,7 +99,7 @@ def _clean_copy(destination: Path) -> None:
 
 @pytest.fixture(scope="module")
 def site():
-    """Build the book once from a clean copy without network; yields (site folder, build log, how it was cut off)."""
+    """Build the book once from a clean copy without network; yields (site, build log, how it was cut off, copy)."""
     with tempfile.TemporaryDirectory(prefix="kdlab-book-") as directory:
         work = Path(directory)
         clone = work / "clone"
@@ -128,7 +128,7 @@ def site():
         took = time.monotonic() - started
         assert result.returncode == 0, f"the book did not build ({how}), exit {result.returncode}:\n{log[-6000:]}"
         print(f"book built in {took:.0f} s without network ({how})\n{result.stdout[-1500:]}")
-        yield out, log, how
+        yield out, log, how, clone
 
 
 class _Page(html.parser.HTMLParser):
@@ -182,7 +182,7 @@ def _local_target(page_path: Path, url: str) -> tuple[Path, str] | None:
 
 
 def test_every_notebook_has_a_page_with_figures_and_maths(site):
-    out, _, _ = site
+    out, _, _, source = site
     assert NOTEBOOKS, "no notebooks in notebooks/"
     mathjax = out / "_static" / "mathjax" / "tex-mml-chtml.js"
     assert mathjax.is_file() and mathjax.stat().st_size > 100_000, f"MathJax is not in the site: {mathjax}"
@@ -206,7 +206,7 @@ def test_every_notebook_has_a_page_with_figures_and_maths(site):
 
 
 def test_internal_links_resolve_and_nothing_loads_from_the_network(site):
-    out, _, _ = site
+    out, _, _, source = site
     pages = sorted(path for path in out.rglob("*.html") if "_static" not in path.relative_to(out).parts)
     assert len(pages) >= len(NOTEBOOKS) + 2
     broken, external = [], []
@@ -233,10 +233,10 @@ def test_internal_links_resolve_and_nothing_loads_from_the_network(site):
 
 
 def test_front_page_is_the_readme_and_links_every_page(site):
-    out, _, _ = site
+    out, _, _, source = site
     index = _parse(out / "index.html")
     text = " ".join("".join(index.text).split())
-    readme_title = (REPO / "README.md").read_text().splitlines()[0].lstrip("# ").strip()
+    readme_title = (source / "README.md").read_text().splitlines()[0].lstrip("# ").strip()
     assert readme_title.split(" — ")[0] in text
     targets = {str(_local_target(out / "index.html", url)[0].relative_to(out.resolve()))
                for url in index.links if _local_target(out / "index.html", url)
@@ -244,17 +244,17 @@ def test_front_page_is_the_readme_and_links_every_page(site):
     for notebook in NOTEBOOKS:
         assert f"notebooks/{notebook.stem}.html" in targets, f"the front page does not link {notebook.name}"
     assert "api.html" in targets
-    if (REPO / "docs" / "teaching.md").is_file():  # the instructor's guide, once it exists
+    if (source / "docs" / "teaching.md").is_file():  # the instructor's guide, once it exists
         assert "teaching.html" in targets and (out / "teaching.html").is_file()
 
 
 def test_api_page_documents_every_public_name_with_its_docstring(site):
-    out, _, _ = site
+    out, _, _, source = site
     import kdlab
 
     api = _parse(out / "api.html")
     text = " ".join("".join(api.text).split())
-    names = _load_build_script().public_names(REPO / "kdlab" / "__init__.py")
+    names = _load_build_script().public_names(source / "kdlab" / "__init__.py")
     assert set(REQUIRED_API) <= set(names)
     missing = [name for name in names
                if f"kdlab.{name}" not in api.ids and not any(i.startswith(f"module-kdlab.{name}") for i in api.ids)]
@@ -265,7 +265,7 @@ def test_api_page_documents_every_public_name_with_its_docstring(site):
 
 
 def test_sliders_become_their_default_figure_with_a_note_and_links(site):
-    out, log, _ = site
+    out, log, _, _ = site
     for stem in WITH_SLIDERS:
         path = out / "notebooks" / f"{stem}.html"
         source = path.read_text(encoding="utf-8")
@@ -284,7 +284,7 @@ def test_sliders_become_their_default_figure_with_a_note_and_links(site):
 @pytest.fixture(scope="module")
 def served(site):
     """The site on a loopback HTTP server (a thread of this process), shut down after the module."""
-    out, _, _ = site
+    out, _, _, source = site
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
 
     class Quiet(handler.func):
