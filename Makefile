@@ -9,6 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 LAB_STAMP  := $(VENV)/.kdlab-lab-installed
 TEST_STAMP := $(VENV)/.kdlab-test-installed
+BOOK_STAMP := $(VENV)/.kdlab-book-installed
 # The widget tests also run against Colab's preinstalled ipywidgets 7.7.1, in a small environment of their own
 # layered over .venv (only ipywidgets 7.7.1 and ipython_genutils are installed into it).
 WIDGETS7       := .venv-ipywidgets7
@@ -37,6 +38,11 @@ $(TEST_STAMP): $(LAB_STAMP)
 	$(PY) -m pip install --quiet -e '.[lab,test]'
 	@touch $(TEST_STAMP)
 
+# `make book` needs only the book extra (Sphinx, MyST-NB, the PyData theme, MathJax, Voila) over the lab one.
+$(BOOK_STAMP): $(LAB_STAMP)
+	$(PY) -m pip install --quiet -e '.[lab,book]'
+	@touch $(BOOK_STAMP)
+
 $(WIDGETS7_STAMP): $(TEST_STAMP)
 	rm -rf $(WIDGETS7)
 	$(PY) -m venv --without-pip $(WIDGETS7)
@@ -64,6 +70,12 @@ notebooks: $(TEST_STAMP)
 
 figures: $(LAB_STAMP)
 	$(PY) scripts/export_figures.py --out figures
+
+# The course website (README, executed notebooks, docs/teaching.md, API reference) in build/book/; see
+# scripts/build_book.py. Also installs Voila for `kdlab present`.
+.PHONY: book
+book: $(BOOK_STAMP)
+	$(PY) scripts/build_book.py --out build/book
 
 bench: $(LAB_STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

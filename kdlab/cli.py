@@ -6,6 +6,7 @@
     kdlab models
     kdlab study methods --dataset cifar100 --teacher resnet32x4 --student resnet8x4 --out runs
     kdlab choose-temperature --student mlp64 --method kd --temperature 1 2 4 8 16 --seed 0 1 2 --out runs
+    kdlab present 01          # a tutorial's sliders and figures without code (Voilà), e.g. on a projector
 
 Every command that trains writes into ``--out`` (default ``kdlab-runs/<command>-<time>``, for ``kdlab study``
 too). ``teacher`` and ``distill`` write ``history.csv`` (one row per epoch), ``config.json`` (the options as
@@ -56,6 +57,7 @@ def build_parser():
     _add_choose_temperature_command(subparsers)
     _add_methods_command(subparsers)
     _add_models_command(subparsers)
+    _add_present_command(subparsers)
     return parser
 
 
@@ -512,6 +514,112 @@ def _run_models(args):
         model = create_model(name, num_classes=10)
         print(f"{name:12s} {sum(p.numel() for p in model.parameters()):>10,d} parameters")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# kdlab present
+# ----------------------------------------------------------------------------------------------------
+
+def _add_present_command(subparsers):
+    command = subparsers.add_parser(
+        "present", help="show a tutorial's sliders and figures without code, with Voila (presenter mode)",
+        description="Serve one notebook with Voila: its cells run in a live kernel, the page shows the outputs "
+                    "without code, and the sliders redraw their figures. The server listens on 127.0.0.1 only "
+                    "and the page needs the random token of its URL. Ctrl+C stops it.")
+    command.add_argument("notebook", metavar="NOTEBOOK",
+                         help="a tutorial's number or the start of its name (01, 3, 03_ttm) looked up in "
+                              "./notebooks and in the notebooks/ folder of this kdlab checkout, or a path "
+                              "to a .ipynb file")
+    command.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default: 8866)")
+    command.add_argument("--no-browser", action="store_true",
+                         help="do not open a web browser; just print the URL (with its token)")
+    command.set_defaults(run=_run_present)
+
+
+def _find_notebook(name):
+    """The notebook that ``kdlab present NAME`` shows: a path to a .ipynb file, or a tutorial's number/prefix."""
+    path = Path(name).expanduser()
+    if path.suffix == ".ipynb" or "/" in name or path.is_file():
+        if path.is_file() and path.suffix == ".ipynb":
+            return path.resolve()
+        raise FileNotFoundError(f"NOTEBOOK {name!r} is not a .ipynb file (expected a tutorial number such "
+                                f"as 01 or a path to a notebook)")
+    prefix = name.zfill(2) if name.isdigit() else name
+    folders = list(dict.fromkeys([Path.cwd() / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"]))
+    for folder in folders:
+        matches = sorted(folder.glob(f"{prefix}*.ipynb"))
+        if len(matches) > 1:
+            raise ValueError(f"NOTEBOOK {name!r} matches {len(matches)} notebooks in {folder}: "
+                             f"{', '.join(m.name for m in matches)}; give more of the name")
+        if matches:
+            return matches[0]
+    available = sorted({p.name for folder in folders for p in folder.glob("*.ipynb")})
+    raise FileNotFoundError(f"NOTEBOOK {name!r}: no notebook starting with {prefix!r} in "
+                            f"{' or '.join(str(f) for f in folders)}; available: {', '.join(available) or 'none'}")
+
+
+def _run_present(args):
+    import importlib.util
+    import os
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import time
+    import webbrowser
+
+    notebook = _find_notebook(args.notebook)
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    if importlib.util.find_spec("voila") is None:
+        raise FileNotFoundError("kdlab present needs Voila: pip install voila (or pip install 'kdlab[book]')")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError:
+            raise ValueError(f"--port {args.port} is already in use on 127.0.0.1; choose another with --port")
+
+    token = secrets.token_hex(16)
+    url = f"http://127.0.0.1:{args.port}/?token={token}"
+    command = [sys.executable, "-m", "voila", str(notebook), f"--port={args.port}", "--Voila.ip=127.0.0.1",
+               "--Voila.port_retries=0", f"--token={token}", "--no-browser", "--strip_sources=True"]
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the notebooks draw with the inline backend
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)  # `kill` stops Voila and its kernel too
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise ValueError(f"Voila exited with code {process.returncode} before serving {notebook.name}")
+            try:
+                socket.create_connection(("127.0.0.1", args.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ValueError(f"Voila did not listen on 127.0.0.1:{args.port} within 60 s")
+                time.sleep(0.2)
+        print(f"kdlab present: {notebook.name} at {url}\n"
+              f"  (Voila: code hidden, sliders live; the first page load runs the notebook; Ctrl+C stops it)",
+              flush=True)
+        if not args.no_browser:
+            webbrowser.open(url)
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # Voila shuts its kernels down on SIGINT
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 # ----------------------------------------------------------------------------------------------------

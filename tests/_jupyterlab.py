@@ -19,33 +19,18 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-# Flags the CI machine needs: without the networking ones Chromium keeps dialling Google's hosts
-# through a closed network. Playwright launches with a fresh temporary --user-data-dir of its own.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+from _browser import (CHROMIUM_ARGS, INSTALL_HINT, Budget, drag, end_with_parent, figure_sources, find_chromium,
+                      find_slider, free_port, log_tail, readout, start_server, stop_server, url_answers,
+                      wait_for_settled_figure)
 
-INSTALL_HINT = (
-    "Chromium is needed for the browser test. On Debian/Ubuntu: "
-    "`sudo apt-get install chromium chromium-driver` (or point KDLAB_CHROMIUM at a Chromium/Chrome binary)."
-)
+__all__ = ["CHROMIUM_ARGS", "INSTALL_HINT", "Budget", "JupyterLabServer", "NotebookPage", "end_with_parent",
+           "find_chromium"]
 
 # JupyterLab renders an error output (and stderr text) with this MIME type.
 STDERR_MIME = "application/vnd.jupyter.stderr"
@@ -53,49 +38,6 @@ STDERR_MIME = "application/vnd.jupyter.stderr"
 ERROR_PATTERN = re.compile(
     r"Traceback \(most recent call last\)|\b[A-Za-z_]*(Error|Exception)\b\s*:|Error displaying widget"
 )
-
-
-def find_chromium() -> str | None:
-    """Path of the Chromium to drive: $KDLAB_CHROMIUM if set, else the first of chromium/chromium-browser on PATH."""
-    explicit = os.environ.get("KDLAB_CHROMIUM")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def end_with_parent() -> None:
-    """``preexec_fn`` for a child process (Linux): it gets SIGTERM when the test process dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _processes_mentioning(marker: str) -> list[int]:
-    """PIDs whose command line contains ``marker`` (our unique runtime dir), e.g. kernels of our server."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 class JupyterLabServer:
@@ -111,7 +53,7 @@ class JupyterLabServer:
         self.work_dir = Path(work_dir)
         self.root_dir = self.work_dir / "notebooks"
         shutil.copytree(notebooks, self.root_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        self.port = _free_port()
+        self.port = free_port()
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path) if log_path else self.work_dir / "jupyterlab.log"
@@ -168,33 +110,14 @@ class JupyterLabServer:
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
             command.append("--allow-root")
         self._log_file = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            command, cwd=self.root_dir, env=self._environment(),
-            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group, so stop() can end it and its children
-            preexec_fn=end_with_parent if sys.platform.startswith("linux") else None,
-        )
-        deadline = time.monotonic() + self.startup_timeout
         status_url = f"{self.url}/api/status?token={self.token}"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with code {self.process.returncode}; log: {self.log_path}\n"
-                                   + self.log_tail())
-            try:
-                with urllib.request.urlopen(status_url, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"JupyterLab did not answer {self.url}/api/status within {self.startup_timeout:.0f} s; "
-                           f"log: {self.log_path}\n" + self.log_tail())
+        self.process = start_server(command, cwd=self.root_dir, env=self._environment(), log_file=self._log_file,
+                                    log_path=self.log_path, ready=lambda: url_answers(status_url),
+                                    timeout=self.startup_timeout, name="JupyterLab")
+        return self
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def notebook_url(self, name: str) -> str:
         """The notebook in a fresh workspace of its own (so several tabs can be open at once)."""
@@ -204,20 +127,8 @@ class JupyterLabServer:
     def stop(self) -> None:
         """Stop the server (it shuts its kernels down), then kill whatever of ours is left."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
         # Kernels run in their own sessions; any survivor still names our runtime dir in its command line.
-        runtime_dir = str(self.work_dir / "jupyter" / "runtime")
-        for pid in _processes_mentioning(runtime_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_server(process, marker=str(self.work_dir / "jupyter" / "runtime"))
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -256,36 +167,6 @@ _RUN_FINISHED_JS = """([notebookSelector, kernelSelector, stderrMime, errorSourc
   return [...notebook.querySelectorAll(`.jp-OutputArea-output[data-mime-type="${stderrMime}"]`)]
     .some(o => error.test(o.textContent));
 }"""
-
-# The image sources (base64 PNG data URLs) of the figure driven by a slider: the images inside the nearest
-# widget container around the slider that holds any image (a kdlab builder's VBox), within the same cell.
-_FIGURE_SOURCES_JS = """(slider) => {
-  let node = slider.parentElement;
-  while (node && !node.classList.contains('jp-Cell')) {
-    if (node.classList.contains('widget-container') || node.classList.contains('jp-OutputArea')) {
-      const images = [...node.querySelectorAll('img')];
-      if (images.length > 0) return images.map(image => image.getAttribute('src') || '');
-    }
-    node = node.parentElement;
-  }
-  return [];
-}"""
-
-
-class Budget:
-    """A wall-clock deadline shared by every wait of the browser test (the issue bounds the whole test)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
-
-    def remaining_ms(self, cap_seconds: float | None = None) -> float:
-        """Milliseconds left (at least 1 s so a wait can still report what it waited for), capped if asked."""
-        left = self.deadline - time.monotonic()
-        if cap_seconds is not None:
-            left = min(left, cap_seconds)
-        return max(left, 1.0) * 1000.0
-
 
 class NotebookPage:
     """One notebook opened in JupyterLab in a Playwright ``page``; screenshots go to ``shots_dir``."""
@@ -370,69 +251,23 @@ class NotebookPage:
         return [text.strip()[:2000] for text in outputs if ERROR_PATTERN.search(text)]
 
     def slider(self, description: str):
-        """The first ipywidgets slider whose description label reads ``description``.
-
-        Fails with the descriptions of the sliders that are there (or with what the widget outputs show,
-        e.g. "Loading widget..." when the ipywidgets JupyterLab extension is missing).
-        """
-        label = re.compile(rf"^\s*{re.escape(description)}\s*$")
-        sliders = self.page.locator(f"{_NOTEBOOK} .widget-slider").filter(
-            has=self.page.locator(".widget-label", has_text=label)
-        )
-        try:
-            sliders.first.wait_for(timeout=self.budget.remaining_ms(20))
-        except Exception as error:
-            found = self.page.locator(f"{_NOTEBOOK} .widget-slider .widget-label").all_text_contents()
-            widget_text = [
-                text.strip()[:200]
-                for text in self.page.locator(f"{_NOTEBOOK} .jp-OutputArea-output").all_text_contents()
-                if "widget" in text.lower() or "Box(" in text
-            ]
-            raise AssertionError(
-                f"{self.name}: no slider described {description!r}; sliders found: {found}; "
-                f"widget outputs: {widget_text[:5]} ({type(error).__name__})"
-            ) from None
-        return sliders.first
+        """The first ipywidgets slider of this notebook whose description label reads ``description``."""
+        return find_slider(self.page, _NOTEBOOK, description, self.budget.remaining_ms(20), self.name)
 
     def figure_sources(self, slider) -> list[str]:
-        return slider.evaluate(_FIGURE_SOURCES_JS)
+        return figure_sources(slider)
 
     def readout(self, slider) -> str:
-        return slider.locator(".widget-readout").inner_text().strip()
+        return readout(slider)
 
     def drag(self, slider, fraction: float = 0.3) -> None:
-        """Drag the slider's handle with the mouse by ``fraction`` of the track, towards the farther end."""
-        handle = slider.locator(".noUi-handle")
-        track = slider.locator(".noUi-base")
-        handle.scroll_into_view_if_needed()
-        handle_box, track_box = handle.bounding_box(), track.bounding_box()
-        x = handle_box["x"] + handle_box["width"] / 2
-        y = handle_box["y"] + handle_box["height"] / 2
-        room_right = track_box["x"] + track_box["width"] - x
-        room_left = x - track_box["x"]
-        distance = fraction * track_box["width"] * (1 if room_right >= room_left else -1)
-        self.page.mouse.move(x, y)
-        self.page.mouse.down()
-        self.page.mouse.move(x + distance, y, steps=5)
-        self.page.mouse.up()
+        drag(self.page, slider, fraction)
 
     def wait_for_settled_figure(self, slider, before: list[str], cap_seconds: float) -> list[str]:
-        """The slider's figure once it differs from ``before`` and has stopped changing; ``before`` if it never
-        changes within ``cap_seconds``.
-
-        A drag sends intermediate values, so the figure is read until the kernel is idle and two reads
-        half a second apart agree.
-        """
-        deadline = time.monotonic() + self.budget.remaining_ms(cap_seconds) / 1000.0
+        """The slider's figure once redrawn and settled with the kernel idle (see ``_browser``)."""
         idle = self.page.locator(_KERNEL_STATUS).filter(has_text=re.compile(r"\| Idle$"))
-        previous = None
-        while time.monotonic() < deadline:
-            current = self.figure_sources(slider)
-            if current and current != before and current == previous and idle.count() == 1:
-                return current
-            previous = current
-            time.sleep(0.5)
-        return previous if previous else before
+        return wait_for_settled_figure(slider, before, self.budget.remaining_ms(cap_seconds) / 1000.0,
+                                       idle=lambda: idle.count() == 1)
 
     def shut_down_kernel(self) -> None:
         """Delete this notebook's session through the REST API (frees the kernel's memory)."""
