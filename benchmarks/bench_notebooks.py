@@ -6,8 +6,9 @@
 Budget (from the issue): each notebook runs in <= 90 s on 2 CPU cores with the teacher cache cold and peaks
 at <= 1.5 GB resident memory (Binder gives 2 GB); notebook 05 may take 180 s.
 
-Each notebook runs in its own child process (``--one``) with a fresh, empty ``KDLAB_CACHE`` (so the teacher
-is trained, as on a first visit), ``OMP_NUM_THREADS=2`` and ``MKL_NUM_THREADS=2``. The child executes it with
+Each notebook runs in its own child process (``--one``) with a fresh, empty ``KDLAB_CACHE``, as on a first
+visit (the default teacher then comes from the weights shipped with kdlab; other teachers are trained),
+``OMP_NUM_THREADS=2`` and ``MKL_NUM_THREADS=2``. The child executes it with
 nbclient and reports the wall time of the execution and ``getrusage(RUSAGE_CHILDREN).ru_maxrss``: the peak
 resident memory of its largest waited-for descendant, which is the kernel. Numbers depend on what else
 the machine is running; run it on an otherwise idle machine.

@@ -19,6 +19,7 @@ or carry CUDA only on request), or where a GPU is found. Environment:
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -56,9 +57,11 @@ def index_reachable(url: str, timeout: float) -> tuple[bool, str]:
 def plan(platform: str = sys.platform, environ=os.environ) -> tuple[list[str] | None, str]:
     """(pip arguments or None, the reason): what this script would do on this machine."""
     if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        return None, f"torch {torch.__version__} is already installed"
+        try:
+            version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(unknown version)"
+        return None, f"torch {version} is already installed"
     index = environ.get("KDLAB_TORCH_INDEX", CPU_INDEX)
     if index == "default":
         return None, "KDLAB_TORCH_INDEX=default: torch comes from the default index"
