@@ -187,16 +187,19 @@ def check(name: str, answer, **given) -> Feedback:
     """
     exercise = _get(name)
     given = _given(exercise, given)
-    if _unattempted(answer) and solutions_enabled():
-        feedback = exercise.checker(exercise, _solution_answer(exercise, given), given)
-        return _feedback(name, feedback.status, f"(worked solution filled in: {SOLUTIONS_ENV}=1) {feedback.message}")
-    if _unattempted(answer):
-        return _feedback(name, NOT_ATTEMPTED, "not attempted yet: write your answer above and run this cell again "
-                         f"(stuck? kdlab.exercises.solution({name!r}))")
     try:
+        if _unattempted(answer):
+            raise _NotAttempted
         return exercise.checker(exercise, answer, given)
+    except _NotAttempted:
+        pass
     except Exception as error:  # a bug in the student's answer that escaped a narrower handler
         return _feedback(name, FAILED, f"checking your answer raised {type(error).__name__}: {error}")
+    if solutions_enabled():
+        feedback = exercise.checker(exercise, _solution_answer(exercise, given), given)
+        return _feedback(name, feedback.status, f"(worked solution filled in: {SOLUTIONS_ENV}=1) {feedback.message}")
+    return _feedback(name, NOT_ATTEMPTED, "not attempted yet: write your answer above and run this cell again "
+                     f"(stuck? kdlab.exercises.solution({name!r}))")
 
 
 def _unattempted(answer) -> bool:
@@ -204,7 +207,7 @@ def _unattempted(answer) -> bool:
 
 
 class _NotAttempted(Exception):
-    pass
+    """The answer is None / ... or a stub that raises NotImplementedError."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -284,10 +287,7 @@ def _loss_checker(components, factor_options, value_of, reference_options, resul
             try:
                 result = fn(student.clone(), teacher.clone(), temperature)
             except NotImplementedError:
-                if solutions_enabled():
-                    return _feedback(name, FAILED, "your function raises NotImplementedError")
-                return _feedback(name, NOT_ATTEMPTED, "not attempted yet: your function raises NotImplementedError "
-                                 f"(stuck? kdlab.exercises.solution({name!r}))")
+                raise _NotAttempted from None
             except Exception as error:
                 return _feedback(name, FAILED, f"your function raised {type(error).__name__} at {where}: {error}"
                                  f"{_exception_hint(error)}")
@@ -635,10 +635,7 @@ def _dtkd_checker(exercise, fn, given):
         try:
             result = fn(student.clone(), teacher.clone(), tau)
         except NotImplementedError:
-            if solutions_enabled():
-                return _feedback(name, FAILED, "your function raises NotImplementedError")
-            return _feedback(name, NOT_ATTEMPTED, "not attempted yet: your function raises NotImplementedError "
-                             f"(stuck? kdlab.exercises.solution({name!r}))")
+            raise _NotAttempted from None
         except Exception as error:
             return _feedback(name, FAILED, f"your function raised {type(error).__name__} at {where}: {error}"
                              f"{_exception_hint(error)}")

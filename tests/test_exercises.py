@@ -504,3 +504,13 @@ def test_known_mistakes_are_distinguishable_on_the_probes(name):
         for found_b, b in table[i + 1:]:
             same = ((a - b).abs() <= exercises._RTOL * b.abs() + exercises._ATOL).all()
             assert not bool(same), (found_a, found_b)
+
+
+def test_solution_switch_fills_in_a_stub(monkeypatch):
+    def stub(student_logits, teacher_logits, temperature):
+        raise NotImplementedError
+
+    monkeypatch.setenv(exercises.SOLUTIONS_ENV, "1")
+    for name in ["kd_loss", "ttm_loss", "wttm_loss", "dtkd_temperatures"]:
+        feedback = exercises.check(name, stub)
+        assert feedback.passed and "worked solution" in feedback.message, feedback.message
