@@ -371,8 +371,9 @@ def _run_choose_temperature(args):
     common.update(_parse_overrides(args.overrides))
     rounds = args.rounds
     eta = int(args.eta) if float(args.eta).is_integer() else args.eta
-    teacher, _ = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed, epochs=args.teacher_epochs,
-                               device=device, progress=not args.no_progress)
+    teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
+                                             epochs=args.teacher_epochs, device=device,
+                                             progress=not args.no_progress)
     transfer = dataset.transfer_set(args.transfer_size) if args.transfer_size is not None else dataset
     folder = _output_folder(args)
     choice = choose_temperature(teacher, transfer, student=args.student, method=args.method,
@@ -380,6 +381,9 @@ def _run_choose_temperature(args):
                                 progress=not args.no_progress, rounds=rounds, eta=eta,
                                 confidence=args.confidence, out=folder / "runs", recipe=args.recipe,
                                 device=device, **common)
+    _write_config(folder, args, {"common": common, "student": args.student,
+                                 "transfer_size": len(transfer.train_targets),
+                                 "teacher": _teacher_used(args.teacher, args.teacher_seed, teacher_history)})
     _atomic_write_text(folder / "choice.csv", choice.table.to_csv(index=False))
     _atomic_write_text(folder / "results.csv", choice.results.to_csv(index=False))
     explanation = choice.explain()

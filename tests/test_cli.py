@@ -167,7 +167,7 @@ def test_version(capsys):
 
 
 def test_every_command_has_the_same_default_output_folder(monkeypatch):
-    for argv in (["teacher"], ["distill"], ["sweep"], ["study", "methods"]):
+    for argv in (["teacher"], ["distill"], ["sweep"], ["study", "methods"], ["choose-temperature"]):
         args = build_parser().parse_args(argv)
         assert args.out is None, argv
         folder = _output_folder(args)
@@ -207,6 +207,8 @@ def test_choose_temperature_writes_table_plot_and_explanation(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert text.strip() in printed and str(out) in printed
     assert not list(out.glob("*.tmp"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["command"] == "choose-temperature" and config["used"]["common"] == {"lr": 0.05}
 
 
 def test_choose_temperature_refuses_a_single_seed(tmp_path, capsys):
