@@ -163,8 +163,8 @@ def _check_present_page(page, url: str, budget: Budget, shots: Path) -> None:
     ran = time.monotonic() - started
     page.screenshot(path=str(shots / "present-01-loaded.png"))
     body = page.locator("body").inner_text()
-    # Voila keeps empty input areas in its layout; none may show any source text.
-    code = [text for text in page.locator(".jp-InputArea, .jp-CodeMirrorEditor, .cm-editor").all_inner_texts()
+    # Voila keeps empty input areas of code cells in its layout; none may show any source text.
+    code = [text for text in page.locator(".jp-CodeCell .jp-InputArea, .jp-CodeMirrorEditor, .cm-editor").all_inner_texts()
             if text.strip()]
     assert not code, f"code is shown: {code[:3]}"
     assert "import kdlab" not in body and "kdlab.widgets." not in body, "code is shown"
