@@ -19,7 +19,9 @@ Measured (2 December 2026, machine shared by other jobs, load average ~35 on 2 c
 SGD: full grid best T = 6 (89.88 %); choose_temperature recommends T = 6 (the same run: difference 0); it dropped
 T = 1, 1.5, 2 after the 1-epoch round and T = 12, 16 after the 3-epoch round, but T = 3, 4, 6, 8 all reached the
 last round, so it cost 335 student-epochs against 450 (ratio 0.74: the <= 1/3 target is NOT met) and 361 s against
-631 s of wall time (0.57). AdamW: not measured yet (the run did not finish before the deadline).
+631 s of wall time (0.57). AdamW (lr 1e-3): full grid best T = 1 (87.86 %); choose_temperature recommends T = 1
+(difference 0); every other candidate was dropped after the 1-epoch round: 110 student-epochs against 450 (0.24,
+target met), 419 s against 498 s of wall time (0.84: the full grid is one batched sweep, the rounds are three).
 """
 from __future__ import annotations
 

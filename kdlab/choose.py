@@ -99,7 +99,7 @@ class TemperatureChoice:
         worse = final[(final["temperature"] != self.temperature) & (final["verdict"] == "worse")]
         if len(ties):
             names = _join([f"T = {t:g}" for t in ties["temperature"]])
-            verb = "cannot" if len(ties) > 1 else "cannot"
+            verb = "cannot"
             spans = "; ".join(f"T = {r.temperature:g}: {r.difference:+.2f} points, interval {r.ci_low:+.2f} to "
                               f"{r.ci_high:+.2f}" if np.isfinite(r.ci_low) else
                               f"T = {r.temperature:g}: {r.difference:+.2f} points, no interval"
@@ -107,7 +107,7 @@ class TemperatureChoice:
             parts.append(f"T = {self.temperature:g} and {names} {verb} be told apart at {level} ({spans}); "
                          f"any of them is as good a choice on this evidence.")
         else:
-            parts.append(f"It is the only candidate of the last round that no other matches at {level}."
+            parts.append("It is the only candidate that reached the last round."
                          if len(final) == 1 else
                          f"Every other candidate of the last round is worse at {level}.")
         if len(worse):
