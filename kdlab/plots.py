@@ -425,14 +425,14 @@ def plot_sweep(df, x="temperature", y="test_acc", hue="method", epoch="last", ax
         flat = df[(df[hue] == name) & df[x].isna()]
         if not flat.empty:
             mean, std = flat[y].mean(), flat[y].std()
-            label = f"{name} (no {x}; band \u00b11 sd)"
+            label = f"{name} (no {x})"
             ax.axhline(mean, color=palette[name], linestyle="--", linewidth=1.2, label=label)
             if np.isfinite(std) and std > 0:
                 ax.axhspan(mean - std, mean + std, color=palette[name], alpha=0.12, linewidth=0)
     ax.set_xlabel({"temperature": "temperature T"}.get(x, x))
     ax.set_ylabel({"test_acc": "test accuracy [%]", "train_acc": "train accuracy [%]"}.get(y, y))
     # outside the axes, so it never hides data; error bars are +-1 sd over the seeds
-    ax.legend(title=f"{hue} (mean \u00b11 sd)", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(title=f"{hue}: mean, bars/bands \u00b11 sd", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
