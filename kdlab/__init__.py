@@ -41,6 +41,9 @@ from kdlab.train import RECIPE_METHODS, RECIPES, cache_dir, distill, evaluate, p
 # sweeps: a grid of students (temperatures x seeds x methods x optimizers) trained as one batched model
 from kdlab.sweep import expand_grid, sweep
 
+# training dynamics: the first optimizer steps of a run, step by step (loss, gradient, update size, dead units)
+from kdlab.dynamics import first_steps
+
 # statistics: calibration (NLL, ECE) and the one rule for "is A better than B" (paired by seed, t interval)
 from kdlab.stats import calibration, compare, describe_comparison
 

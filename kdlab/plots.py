@@ -37,6 +37,7 @@ __all__ = [
     "temperature_by_training_length",
     "plot_comparison",
     "temperature_choice",
+    "step_curves",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -44,7 +45,7 @@ _PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#
 _METHOD_COLORS = {
     "teacher": "#000000",
     "ce": "#7F7F7F",
-    "label_smoothing": "#B0B0B0",
+    "label_smoothing": "#882255",  # reddish purple: not a second grey next to ce
     "kd": "#0072B2",
     "ttm": "#E69F00",
     "wttm": "#D55E00",
@@ -428,9 +429,10 @@ def plot_sweep(df, x="temperature", y="test_acc", hue="method", epoch="last", ax
             ax.axhline(mean, color=palette[name], linestyle="--", linewidth=1.2, label=label)
             if np.isfinite(std) and std > 0:
                 ax.axhspan(mean - std, mean + std, color=palette[name], alpha=0.12, linewidth=0)
-    ax.set_xlabel(x)
+    ax.set_xlabel({"temperature": "temperature T"}.get(x, x))
     ax.set_ylabel({"test_acc": "test accuracy [%]", "train_acc": "train accuracy [%]"}.get(y, y))
-    ax.legend(title=hue)
+    # outside the axes, so it never hides data; error bars are +-1 sd over the seeds
+    ax.legend(title=f"{hue}: mean, bars/bands \u00b11 sd", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
@@ -465,7 +467,35 @@ def training_curves(df, y="test_acc", hue="temperature", units="seed", ax=None, 
     ax.set_ylabel({"test_acc": "test accuracy [%]", "train_acc": "train accuracy [%]"}.get(y, y))
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the axes: never over the curves
+    return ax.figure
+
+
+@_styled
+def step_curves(df, y, x="step", hue="temperature", style="lr", ax=None, ylabel=None, title=None, logy=False):
+    """One line per run of ``kdlab.first_steps`` tables: ``y`` against the optimizer step.
+
+    ``df`` holds the concatenated frames (columns ``x``, ``y``, ``hue``, ``style``); colour follows ``hue``
+    (e.g. the temperature), the line style follows ``style`` (e.g. the learning rate: solid, dashed, dotted).
+    """
+    for column in (x, y, hue, style):
+        if column not in getattr(df, "columns", ()):
+            raise ValueError(f"df must be a DataFrame with a {column!r} column")
+    ax = _axes(ax)
+    styles = {value: ["-", "--", ":", "-."][i % 4] for i, value in enumerate(sorted(df[style].unique()))}
+    for index, (level, runs) in enumerate(df.groupby(hue, sort=True)):
+        color = _PALETTE[index % len(_PALETTE)]
+        for value, run in runs.groupby(style, sort=True):
+            run = run.sort_values(x)
+            ax.plot(run[x], run[y], color=color, linestyle=styles[value], linewidth=1.4,
+                    label=f"{hue} {level:g}, {style} {value:g}")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel({"step": "optimizer step"}.get(x, x))
+    ax.set_ylabel(ylabel or y)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return ax.figure
 
 

@@ -85,7 +85,7 @@ def calibration(logits: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> 
 
 def compare(results: pd.DataFrame, by: str, baseline, metric: str = "test_acc", pair: str = "seed",
             within=None, epoch="last", confidence: float = 0.95, margin: float | None = None,
-            higher_is_better: bool = True) -> pd.DataFrame:
+            higher_is_better: bool = True, paired: bool = True) -> pd.DataFrame:
     """Paired, seed-by-seed comparison of every value of ``by`` against ``baseline`` (the one kdlab rule).
 
     results: a tidy frame (``kdlab.sweep``, ``run_study``, ``distill`` histories concatenated with their
@@ -98,6 +98,10 @@ def compare(results: pd.DataFrame, by: str, baseline, metric: str = "test_acc", 
     mean paired difference ``metric(v) - metric(baseline)`` gets a Student-t interval at ``confidence``.
     ``higher_is_better=False`` (for NLL, ECE, loss) turns "better" into "the metric is lower".
 
+    ``paired=False`` is for teaching only (notebook 02 shows what pairing buys): it ignores the pairing and
+    uses every run of each side, with Welch's two-sample interval ``mean(a) - mean(b) +- t_{(1+c)/2, df} *
+    sqrt(s_a^2/n_a + s_b^2/n_b)`` (Welch-Satterthwaite df); "n" is then min(n_a, n_b).
+
     Returns a DataFrame with the columns ``[*within, by, "n", "mean", "baseline_mean", "difference",
     "ci_low", "ci_high", "verdict"]``: ``mean``/``baseline_mean`` over the paired runs, ``verdict`` one of
     "better", "worse", "equivalent" (only with ``margin``: the whole interval inside +-margin) and
@@ -107,6 +111,8 @@ def compare(results: pd.DataFrame, by: str, baseline, metric: str = "test_acc", 
     """
     within = _check_compare_arguments(results, by, baseline, metric, pair, within, epoch, confidence, margin,
                                       higher_is_better)
+    if not isinstance(paired, bool):
+        raise ValueError(f"paired must be True or False, got {paired!r}")
     keys = [*within, by, pair]
     rows = results.dropna(subset=[metric])
     if "epoch" in rows.columns:
@@ -136,11 +142,50 @@ def compare(results: pd.DataFrame, by: str, baseline, metric: str = "test_acc", 
             if _same(value, baseline):
                 continue
             other = group[group[by] == value].set_index(pair)[metric]
+            if not paired:
+                out.append({**dict(zip(within, group_key)), by: value,
+                            **_welch_interval(other.to_numpy(float), base.to_numpy(float), confidence, margin,
+                                              higher_is_better)})
+                continue
             common = base.index.intersection(other.index)
             a, b = other.loc[common].to_numpy(float), base.loc[common].to_numpy(float)
             out.append({**dict(zip(within, group_key)), by: value,
                         **_paired_interval(a, b, confidence, margin, higher_is_better)})
     return pd.DataFrame(out, columns=[*within, by, *_COLUMNS])
+
+
+def _welch_interval(values, baseline_values, confidence, margin, higher_is_better):
+    """Unpaired (Welch) interval for mean(values) - mean(baseline_values); see ``compare(paired=False)``."""
+    n_a, n_b = int(values.shape[0]), int(baseline_values.shape[0])
+    row = {"n": min(n_a, n_b),
+           "mean": float(values.mean()) if n_a else math.nan,
+           "baseline_mean": float(baseline_values.mean()) if n_b else math.nan,
+           "difference": float(values.mean() - baseline_values.mean()) if n_a and n_b else math.nan,
+           "ci_low": math.nan, "ci_high": math.nan, "verdict": "inconclusive"}
+    if min(n_a, n_b) < 2:
+        return row
+    from scipy.stats import t as student_t
+
+    var_a, var_b = float(values.var(ddof=1)) / n_a, float(baseline_values.var(ddof=1)) / n_b
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        low = high = row["difference"]
+    else:
+        df = (var_a + var_b) ** 2 / (var_a ** 2 / (n_a - 1) + var_b ** 2 / (n_b - 1))
+        half = float(student_t.ppf((1 + confidence) / 2, df)) * se
+        low, high = row["difference"] - half, row["difference"] + half
+    return _with_verdict(row, low, high, margin, higher_is_better)
+
+
+def _with_verdict(row, low, high, margin, higher_is_better):
+    row["ci_low"], row["ci_high"] = low, high
+    if low > 0:
+        row["verdict"] = "better" if higher_is_better else "worse"
+    elif high < 0:
+        row["verdict"] = "worse" if higher_is_better else "better"
+    elif margin is not None and -margin < low and high < margin:
+        row["verdict"] = "equivalent"
+    return row
 
 
 def _paired_interval(values, baseline_values, confidence, margin, higher_is_better):
@@ -157,15 +202,7 @@ def _paired_interval(values, baseline_values, confidence, margin, higher_is_bett
     from scipy.stats import t as student_t
 
     half = float(student_t.ppf((1 + confidence) / 2, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
-    low, high = row["difference"] - half, row["difference"] + half
-    row["ci_low"], row["ci_high"] = low, high
-    if low > 0:
-        row["verdict"] = "better" if higher_is_better else "worse"
-    elif high < 0:
-        row["verdict"] = "worse" if higher_is_better else "better"
-    elif margin is not None and -margin < low and high < margin:
-        row["verdict"] = "equivalent"
-    return row
+    return _with_verdict(row, row["difference"] - half, row["difference"] + half, margin, higher_is_better)
 
 
 def describe_comparison(row, name: str | None = None, baseline: str | None = None, unit: str = "points",

@@ -165,3 +165,17 @@ def test_entropy_distributions_one_histogram_per_label():
     assert labels == ["kd (mean 0.200)", "ttm (mean 1.300)"]
     with pytest.raises(TypeError, match="entropies"):
         plots.entropy_distributions([0.1, 0.2])
+
+
+def test_step_curves_one_line_per_run_and_legend_outside():
+    import pandas as pd
+    import kdlab.plots as plots
+    frame = pd.DataFrame([{"step": s, "update_norm": 0.1 * s * lr, "temperature": t, "lr": lr}
+                          for t in (1.0, 4.0) for lr in (0.01, 0.1) for s in (1, 2, 3)])
+    fig = plots.step_curves(frame, y="update_norm", ylabel="update size")
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4 and {line.get_linestyle() for line in ax.lines} == {"-", "--"}
+    assert ax.get_xlabel() == "optimizer step" and ax.get_ylabel() == "update size"
+    assert ax.get_legend()._bbox_to_anchor is not None
+    with pytest.raises(ValueError, match="lr"):
+        plots.step_curves(frame.drop(columns="lr"), y="update_norm")

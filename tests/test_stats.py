@@ -174,3 +174,23 @@ def test_plot_comparison_draws_every_row_and_centres_zero():
     assert len(ax.collections) >= len(table)
     with pytest.raises(ValueError, match="kdlab.compare"):
         kdlab.plots.plot_comparison(frame)
+
+
+def test_unpaired_welch_interval_by_hand_and_what_pairing_buys():
+    base = np.array([70.0, 80.0, 90.0, 75.0, 85.0])
+    kd = base + np.array([0.9, 1.1, 1.0, 0.8, 1.2])
+    frame = _frame({"ce": base, "kd": kd})
+    unpaired = compare(frame, by="method", baseline="ce", paired=False).iloc[0]
+    se = math.sqrt(kd.var(ddof=1) / 5 + base.var(ddof=1) / 5)
+    df = se ** 4 / ((kd.var(ddof=1) / 5) ** 2 / 4 + (base.var(ddof=1) / 5) ** 2 / 4)
+    from scipy.stats import t as student_t
+    half = student_t.ppf(0.975, df) * se
+    assert unpaired["difference"] == pytest.approx(1.0)
+    assert unpaired["ci_low"] == pytest.approx(1.0 - half, abs=1e-9)
+    assert unpaired["ci_high"] == pytest.approx(1.0 + half, abs=1e-9)
+    assert unpaired["verdict"] == "inconclusive" and unpaired["n"] == 5
+    paired = compare(frame, by="method", baseline="ce").iloc[0]
+    assert paired["verdict"] == "better"
+    assert paired["ci_high"] - paired["ci_low"] < (unpaired["ci_high"] - unpaired["ci_low"]) / 10
+    with pytest.raises(ValueError, match="paired"):
+        compare(frame, by="method", baseline="ce", paired="no")
