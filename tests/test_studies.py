@@ -573,7 +573,7 @@ def test_run_study_granularity_on_a_tiny_grid(tiny_setup):
     coarse = granularity[granularity["task"] == "coarse (5 groups)"]
     assert coarse["test_acc"].max() > 25  # a 5-class task: above chance (20 %)
     verdict = conclude_best_temperature_shift(granularity, "task", "granularity matters")
-    assert verdict.text.count("best T") == 2
+    assert verdict.text.count("highest mean at T") == 2
 
 
 @pytest.mark.slow
