@@ -236,9 +236,11 @@ def stage(source: Path, notebooks: list[Path]) -> list[str]:
     if teaching.is_file():
         shutil.copy(teaching, source / "teaching.md")
         extra.append("teaching")
+    readme = (ROOT / "README.md").read_text()
+    if teaching.is_file():  # the guide sits beside the front page in the book
+        readme = readme.replace("](docs/teaching.md)", "](teaching.md)")
     (source / "api.rst").write_text(api_page())
     extra.append("api")
-    readme = (ROOT / "README.md").read_text()
     (source / "index.md").write_text(front_page(readme, [path.name for path in notebooks], extra))
     return extra
 
