@@ -22,7 +22,6 @@ a teacher trained by another test is reused), otherwise a temporary cache. Every
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -32,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from _jupyterlab import (CHROMIUM_ARGS, INSTALL_HINT, Budget, JupyterLabServer, NotebookPage, end_with_parent,
-                         find_chromium)
+from _browser import launch_chromium, require_browser
+from _jupyterlab import Budget, JupyterLabServer, NotebookPage, end_with_parent
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,13 +50,6 @@ SLIDERS = {
 WARM_TEACHER = "import kdlab; kdlab.train_teacher('mnist10k', progress=False)"
 
 
-def _unavailable(reason: str):
-    """Skip with an install hint; in CI (KDLAB_REQUIRE_BROWSER=1) a missing browser is a failure instead."""
-    if os.environ.get("KDLAB_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} and KDLAB_REQUIRE_BROWSER=1. {INSTALL_HINT}", pytrace=False)
-    pytest.skip(f"{reason}. {INSTALL_HINT}")
-
-
 @pytest.fixture(scope="module")
 def budget():
     return Budget(float(os.environ.get("KDLAB_BROWSER_BUDGET", "180")))
@@ -65,12 +57,7 @@ def budget():
 
 @pytest.fixture(scope="module")
 def chromium_path():
-    path = find_chromium()
-    if path is None:
-        _unavailable("Chromium was not found")
-    if importlib.util.find_spec("playwright") is None:
-        _unavailable("the Python package playwright is not installed (pip install playwright)")
-    return path
+    return require_browser()
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +116,7 @@ def browser(chromium_path, lab):
 
     playwright = sync_playwright().start()
     try:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, timeout=60_000)
+        browser = launch_chromium(playwright, chromium_path)
         try:
             yield browser
         finally:

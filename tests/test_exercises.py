@@ -75,23 +75,6 @@ KD_CORRECT = {
 }
 
 
-@pytest.mark.parametrize("bug", KD_BUGS)
-def test_kd_bug_gets_its_own_diagnosis(bug):
-    fn, expected = KD_BUGS[bug]
-    feedback = exercises.check("kd_loss", fn)
-    assert not feedback.passed and feedback.status == "failed"
-    assert expected in feedback.message, feedback.message
-    assert "Several mistakes" not in feedback.message, feedback.message
-    others = [text for name, (_, text) in KD_BUGS.items() if name != bug]
-    assert not any(text in feedback.message for text in others), feedback.message
-
-
-@pytest.mark.parametrize("name", KD_CORRECT)
-def test_kd_correct_implementations_pass(name):
-    feedback = exercises.check("kd_loss", KD_CORRECT[name])
-    assert feedback.passed and feedback.status == "passed", feedback.message
-
-
 def test_kd_two_bugs_are_both_named():
     # haitongli's loss: KLDivLoss() with its element-wise mean, and no T^2
     feedback = exercises.check("kd_loss", lambda z, v, T: torch.nn.KLDivLoss()(_log_q(z, T), _p(v, T)))
@@ -138,20 +121,6 @@ TTM_CORRECT = {
 }
 
 
-@pytest.mark.parametrize("bug", TTM_BUGS)
-def test_ttm_bug_gets_its_own_diagnosis(bug):
-    fn, expected = TTM_BUGS[bug]
-    feedback = exercises.check("ttm_loss", fn)
-    assert not feedback.passed and expected in feedback.message, feedback.message
-    others = [text for name, (_, text) in TTM_BUGS.items() if name != bug]
-    assert not any(text in feedback.message for text in others), feedback.message
-
-
-@pytest.mark.parametrize("name", TTM_CORRECT)
-def test_ttm_correct_implementations_pass(name):
-    assert exercises.check("ttm_loss", TTM_CORRECT[name]).passed
-
-
 def _weight(v, T, transformed=False, gamma=None):
     p = _p(v, T) if transformed else _p(v)
     return (p ** (gamma if gamma is not None else 1 / T)).sum(1)
@@ -174,15 +143,6 @@ WTTM_CORRECT = {
 }
 
 
-@pytest.mark.parametrize("bug", WTTM_BUGS)
-def test_wttm_bug_gets_its_own_diagnosis(bug):
-    fn, expected = WTTM_BUGS[bug]
-    feedback = exercises.check("wttm_loss", fn)
-    assert not feedback.passed and expected in feedback.message, feedback.message
-    others = [text for name, (_, text) in WTTM_BUGS.items() if name != bug]
-    assert not any(text in feedback.message for text in others), feedback.message
-
-
 def test_wttm_gamma_t_also_names_the_transform():
     feedback = exercises.check("wttm_loss", WTTM_BUGS["gamma = T"][0])
     assert "gamma = T instead of 1/T in the power transform" in feedback.message
@@ -192,11 +152,6 @@ def test_wttm_gamma_t_in_the_weight_only():
     fn = lambda z, v, T: (_weight(v, T, gamma=T) * _kl(_log_q(v, T), _log_q(z))).mean()  # noqa: E731
     feedback = exercises.check("wttm_loss", fn)
     assert not feedback.passed and feedback.message.startswith("gamma = T instead of 1/T in the weight")
-
-
-@pytest.mark.parametrize("name", WTTM_CORRECT)
-def test_wttm_correct_implementations_pass(name):
-    assert exercises.check("wttm_loss", WTTM_CORRECT[name]).passed
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -246,23 +201,40 @@ DTKD_CORRECT = {
 }
 
 
-@pytest.mark.parametrize("bug", DTKD_BUGS)
-def test_dtkd_bug_gets_its_own_diagnosis(bug):
-    fn, expected = DTKD_BUGS[bug]
-    feedback = exercises.check("dtkd_temperatures", fn)
-    assert not feedback.passed and expected in feedback.message, feedback.message
-    others = [text for name, (_, text) in DTKD_BUGS.items() if name != bug]
+# exercise -> (its bugs: name -> (implementation, the words its diagnosis must contain), its correct versions)
+FUNCTION_EXERCISES = {
+    "kd_loss": (KD_BUGS, KD_CORRECT),
+    "ttm_loss": (TTM_BUGS, TTM_CORRECT),
+    "wttm_loss": (WTTM_BUGS, WTTM_CORRECT),
+    "dtkd_temperatures": (DTKD_BUGS, DTKD_CORRECT),
+}
+
+
+@pytest.mark.parametrize("exercise, bug", [(e, b) for e, (bugs, _) in FUNCTION_EXERCISES.items() for b in bugs])
+def test_each_bug_gets_its_own_diagnosis(exercise, bug):
+    bugs = FUNCTION_EXERCISES[exercise][0]
+    fn, expected = bugs[bug]
+    feedback = exercises.check(exercise, fn)
+    assert not feedback.passed and feedback.status == "failed", feedback.message
+    assert expected in feedback.message, feedback.message
+    others = [text for name, (_, text) in bugs.items() if name != bug]
     assert not any(text in feedback.message for text in others), feedback.message
+
+
+@pytest.mark.parametrize("bug", KD_BUGS)
+def test_each_kd_bug_is_a_single_mistake(bug):
+    assert "Several mistakes" not in exercises.check("kd_loss", KD_BUGS[bug][0]).message
+
+
+@pytest.mark.parametrize("exercise, name", [(e, n) for e, (_, good) in FUNCTION_EXERCISES.items() for n in good])
+def test_correct_implementations_pass(exercise, name):
+    feedback = exercises.check(exercise, FUNCTION_EXERCISES[exercise][1][name])
+    assert feedback.passed and feedback.status == "passed", feedback.message
 
 
 def test_dtkd_no_guard_message_states_the_convention():
     feedback = exercises.check("dtkd_temperatures", DTKD_BUGS["no guard"][0])
     assert "both temperatures are tau" in feedback.message
-
-
-@pytest.mark.parametrize("name", DTKD_CORRECT)
-def test_dtkd_correct_implementations_pass(name):
-    assert exercises.check("dtkd_temperatures", DTKD_CORRECT[name]).passed
 
 
 def test_dtkd_unknown_error_says_which_property_fails():
