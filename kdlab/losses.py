@@ -23,7 +23,15 @@ from numbers import Real
 import torch
 from torch import nn
 
-from kdlab.temperature import _check_logits, _check_positive_number, _check_temperature, _compute_dtype
+from kdlab.common import (
+    check_bool,
+    check_logits,
+    check_non_negative,
+    check_positive,
+    check_targets,
+    check_temperature,
+    compute_dtype,
+)
 
 __all__ = [
     "kd_loss",
@@ -125,9 +133,8 @@ _DTKD_MIN_RATIO = 1e-3
 
 
 def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
-    tau = _check_positive_number(temperature, "temperature")
-    if not isinstance(detach, bool):
-        raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
+    tau = check_positive(temperature, "temperature")
+    check_bool(detach, "detach")
     x = teacher_logits.amax(dim=-1, keepdim=True)
     y = (student_logits.detach() if detach else student_logits).amax(dim=-1, keepdim=True)
     valid = (x > 0) & (y > 0)
@@ -237,9 +244,9 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    targets = _check_targets(targets, student_logits)
-    alpha = _check_weight(alpha, "alpha")
-    beta = _check_weight(beta, "beta")
+    targets = check_targets(targets, student_logits)
+    alpha = check_non_negative(alpha, "alpha")
+    beta = check_non_negative(beta, "beta")
     temperature = _check_loss_temperature(temperature, student_logits)
     teacher_scaled, student_scaled = teacher_logits / temperature, student_logits / temperature
     # column indices of each sample's K - 1 non-target classes: 0..K-2, shifted up by one from the target on
@@ -281,9 +288,9 @@ class LearnableTemperature(nn.Module):
 
     def __init__(self, t_min=1.0, t_span=20.0, init=1.0, decay_epochs=10, lambda_max=0.0, lambda_min=-1.0):
         super().__init__()
-        self.t_min = _check_positive_number(t_min, "t_min")
-        self.t_span = _check_positive_number(t_span, "t_span")
-        self.decay_epochs = _check_positive_number(decay_epochs, "decay_epochs")
+        self.t_min = check_positive(t_min, "t_min")
+        self.t_span = check_positive(t_span, "t_span")
+        self.decay_epochs = check_positive(decay_epochs, "decay_epochs")
         for name, value in (("init", init), ("lambda_max", lambda_max), ("lambda_min", lambda_min)):
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise TypeError(f"{name} must be a finite number, got {value!r}")
@@ -334,8 +341,8 @@ def _kl(teacher_scaled, student_scaled):
 
 def _check_pair(student_logits, teacher_logits):
     """Validate (B, K) logits of equal shape; return both in float64 (teacher detached) and the result dtype."""
-    _check_logits(student_logits, "student_logits", exact_dim=2)
-    _check_logits(teacher_logits, "teacher_logits", exact_dim=2)
+    check_logits(student_logits, "student_logits", exact_dim=2)
+    check_logits(teacher_logits, "teacher_logits", exact_dim=2)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape (B, K), got "
@@ -346,7 +353,7 @@ def _check_pair(student_logits, teacher_logits):
         raise ValueError("student_logits must hold at least one sample, got batch size 0")
     if num_classes < 2:
         raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
-    result_dtype = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
+    result_dtype = compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
     wide = torch.float32 if student_logits.device.type == "mps" else torch.float64  # MPS has no float64
     teacher_logits = teacher_logits.detach().to(wide)
     if teacher_logits.is_inference():  # made under torch.inference_mode: autograd may not save it, a copy it may
@@ -358,7 +365,7 @@ def _check_loss_temperature(temperature, logits, name="temperature"):
     """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype."""
     if isinstance(temperature, torch.Tensor) and temperature.numel() != 1 and temperature.shape != (logits.shape[0], 1):
         raise ValueError(f"{name} must be a number or a tensor of shape () or (B, 1), got shape {tuple(temperature.shape)}")
-    temperature = _check_temperature(temperature, logits, name)
+    temperature = check_temperature(temperature, logits, name)
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(logits.dtype)
     return temperature
@@ -369,30 +376,6 @@ def _per_sample(temperature):
     if isinstance(temperature, torch.Tensor):
         return temperature.reshape(-1) if temperature.numel() > 1 else temperature.reshape(())
     return temperature
-
-
-def _check_targets(targets, logits):
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of class indices, got {type(targets).__name__}")
-    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"targets must be an integer tensor of class indices, got {targets.dtype}")
-    batch, num_classes = logits.shape
-    if targets.shape != (batch,):
-        raise ValueError(f"targets must have shape (B,) = ({batch},), got {tuple(targets.shape)}")
-    if batch and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
-        raise ValueError(
-            f"targets must be class indices in [0, {num_classes - 1}], got values in "
-            f"[{int(targets.min())}, {int(targets.max())}]"
-        )
-    return targets.long()
-
-
-def _check_weight(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a finite number >= 0, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _check_reduction(reduction):

@@ -32,9 +32,17 @@ from numbers import Real
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.common import (
+    check_bool,
+    check_logits,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_targets,
+    compute_dtype,
+)
 from kdlab.losses import (
     LearnableTemperature,
-    _check_targets,
     dkd_loss,
     dtkd_loss,
     dtkd_temperatures,
@@ -44,7 +52,6 @@ from kdlab.losses import (
     ttm_loss,
     wttm_loss,
 )
-from kdlab.temperature import _check_logits, _compute_dtype
 
 __all__ = ["Method", "get_method", "list_methods"]
 
@@ -83,10 +90,10 @@ class Method(nn.Module):
             )
 
     def forward(self, student_logits, teacher_logits, targets, epoch):
-        _check_logits(student_logits, "student_logits", exact_dim=2)
+        check_logits(student_logits, "student_logits", exact_dim=2)
         if self.needs_teacher and teacher_logits is None:
             raise ValueError(f"teacher_logits must be a tensor of shape (B, K) for method {self.name!r}, got None")
-        targets = _check_targets(targets, student_logits)
+        targets = check_targets(targets, student_logits)
         if isinstance(epoch, bool) or not isinstance(epoch, Real) or not math.isfinite(epoch) or epoch < 0:
             raise ValueError(f"epoch must be a finite number >= 0 (1-based epoch index), got {epoch!r}")
         return self._terms(self, student_logits, teacher_logits, targets, epoch)
@@ -104,7 +111,7 @@ class Method(nn.Module):
 # The recipes. Each returns the weighted terms; ``m.hparams`` holds the hyper-parameters.
 
 def _cross_entropy(student_logits, targets, smoothing=0.0):
-    logits = student_logits.to(_compute_dtype(student_logits.dtype))
+    logits = student_logits.to(compute_dtype(student_logits.dtype))
     return F.cross_entropy(logits, targets, label_smoothing=smoothing)
 
 
@@ -310,11 +317,11 @@ def get_method(name: str, **overrides) -> Method:
     if "gamma" in overrides:
         if "temperature" in overrides:
             raise ValueError("give either temperature or gamma (= 1 / temperature), not both")
-        overrides["temperature"] = 1.0 / _positive(overrides.pop("gamma"), "gamma")
+        overrides["temperature"] = 1.0 / check_positive(overrides.pop("gamma"), "gamma")
     if name == "ctkd" and "temperature" not in overrides:
         t_min = overrides.get("t_min", defaults["t_min"])
         t_span = overrides.get("t_span", defaults["t_span"])
-        overrides["temperature"] = _positive(t_min, "t_min") + _positive(t_span, "t_span") / (1 + math.exp(-1.0))
+        overrides["temperature"] = check_positive(t_min, "t_min") + check_positive(t_span, "t_span") / (1 + math.exp(-1.0))
     hparams = dict(defaults)
     for key, value in overrides.items():
         hparams[key] = _VALIDATORS[key](value, key)
@@ -329,44 +336,21 @@ def get_method(name: str, **overrides) -> Method:
 # ----------------------------------------------------------------------------------------------------------
 # Validation of overrides.
 
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value if isinstance(value, int) else float(value)
-
-
-def _probability(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _flag(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
 
 def _logit(probability):
     return math.log(probability / (1 - probability))
 
 
 _VALIDATORS = {
-    "temperature": _positive,
-    "ce_weight": _non_negative,
-    "kd_weight": _non_negative,
-    "alpha": _non_negative,
-    "beta": _non_negative,
-    "warmup": _non_negative,
-    "detach": _flag,
-    "smoothing": _probability,
-    "t_min": _positive,
-    "t_span": _positive,
-    "decay_epochs": _positive,
+    "temperature": check_positive,
+    "ce_weight": check_non_negative,
+    "kd_weight": check_non_negative,
+    "alpha": check_non_negative,
+    "beta": check_non_negative,
+    "warmup": check_non_negative,
+    "detach": check_bool,
+    "smoothing": check_probability,
+    "t_min": check_positive,
+    "t_span": check_positive,
+    "decay_epochs": check_positive,
 }
