@@ -1,5 +1,6 @@
-"""Benchmark: a temperature sweep (8 temperatures x 1 seed of "kd", mlp64 student, 1,000-image transfer set of
-mnist10k, the recipe's 10 epochs) three ways, on 2 CPU threads:
+"""Benchmark: a temperature sweep (8 temperatures x 1 seed of "kd", mlp64 student) three ways, on 2 CPU threads, in
+two regimes: a 1,000-image transfer set of mnist10k x the recipe's 10 epochs ("small") and the full 8,000
+training images x 5 epochs ("full"); ``--regime`` picks one:
 
   (a) the tutorial-style loop (a DataLoader over a per-sample Dataset, the teacher run on every batch), 8 times;
   (b) kdlab.distill, 8 times;
@@ -87,22 +88,25 @@ def matmul_gflops(size=1024, repeats=30):
     return 2 * size ** 3 / best / 1e9
 
 
-def setup():
+REGIMES = {"small": (1000, 10), "full": (8000, 5)}  # (training images, epochs): the two regimes of issue 14
+
+
+def setup(size=1000):
     import kdlab
 
     dataset = kdlab.load_dataset("mnist10k")
     from kdlab.train import train_teacher
 
     teacher, _ = train_teacher(dataset, "cnn", progress=False)
-    transfer = dataset.transfer_set(1000)
+    transfer = dataset.transfer_set(size) if size < dataset.train_targets.shape[0] else dataset
     return kdlab, dataset, teacher, transfer
 
 
-def child_sweep(epochs, threads):
+def child_sweep(epochs, threads, size):
     """(c)'s peak memory, in its own process: after a one-epoch warm-up sweep, one full sweep; prints JSON with
     its wall time and the process's peak RSS."""
     torch.set_num_threads(threads)
-    kdlab, _, teacher, transfer = setup()
+    kdlab, _, teacher, transfer = setup(size)
     kdlab.sweep(teacher, transfer, student="mlp64", grid={"temperature": TEMPERATURES}, method="kd", epochs=1,
                 progress=False)
     start = time.perf_counter()
@@ -121,7 +125,12 @@ def timed(function):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (default: 10, the recipe's)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every run (default: the regime's, 10 for small and 5 for full)")
+    parser.add_argument("--regime", choices=["small", "full", "both"], default="both",
+                        help="small: 1,000 transfer images x 10 epochs; full: the 8,000 training images x 5 "
+                             "epochs; both (default) runs one after the other")
+    parser.add_argument("--size", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, the class laptop)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of [matmul peak, one sweep, 8 distill runs]; every ratio is taken within a "
@@ -129,14 +138,21 @@ def main():
     parser.add_argument("--child-sweep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_sweep:
-        child_sweep(args.epochs, args.threads)
+        child_sweep(args.epochs, args.threads, args.size)
         return
     torch.set_num_threads(args.threads)
-    kdlab, dataset, teacher, transfer = setup()
+    for regime in (["small", "full"] if args.regime == "both" else [args.regime]):
+        size, epochs = REGIMES[regime]
+        print(f"\n=== regime {regime}: {size} training images x {args.epochs or epochs} epochs ===")
+        run_regime(args, size, args.epochs or epochs)
+
+
+def run_regime(args, size, epochs):
+    kdlab, dataset, teacher, transfer = setup(size)
     from kdlab.models import create_model
     from kdlab.train import distill
 
-    runs, epochs = len(TEMPERATURES), args.epochs
+    runs = len(TEMPERATURES)
     n_train, n_test = transfer.train_targets.shape[0], transfer.test_targets.shape[0]
     student_flops = mlp_forward_flops(create_model("mlp64"))
     train_flops = mlp_training_flops(create_model("mlp64"))
@@ -187,7 +203,7 @@ def main():
                      "distill_total": sum(distill_seconds), "distill_total_cpu": sum(distill_cpu)})
     sweep_acc = frame[frame["epoch"] == epochs].set_index("temperature")["test_acc"]
 
-    child = subprocess.run([sys.executable, __file__, "--child-sweep", "--epochs", str(epochs),
+    child = subprocess.run([sys.executable, __file__, "--child-sweep", "--epochs", str(epochs), "--size", str(size),
                             "--threads", str(args.threads)], capture_output=True, text=True, check=True)
     memory = json.loads(child.stdout.strip().splitlines()[-1])
 

@@ -172,12 +172,15 @@ def _validate_settings(settings):
                          f"epochs, got {schedule!r}")
 
 
-def make_optimizer(params, settings):
-    """SGD (momentum, no Nesterov) or AdamW (default betas/eps), as the training protocol says."""
+def make_optimizer(params, settings, fused=None):
+    """SGD (momentum, no Nesterov) or AdamW (default betas/eps), as the training protocol says.
+
+    fused: torch.optim's fused kernels (the same update, one pass over each tensor; ``kdlab.sweeps`` uses
+    them for its stacked students); None = torch's default."""
     if settings["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=settings["lr"], momentum=settings["momentum"],
-                               weight_decay=settings["weight_decay"])
-    return torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
+                               weight_decay=settings["weight_decay"], fused=fused)
+    return torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"], fused=fused)
 
 
 def _milestones(schedule, epochs):

@@ -21,6 +21,7 @@ import math
 from numbers import Real
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdlab.common import (
@@ -34,6 +35,7 @@ from kdlab.common import (
 )
 
 __all__ = [
+    "cross_entropy",
     "kd_loss",
     "ttm_loss",
     "wttm_loss",
@@ -44,6 +46,25 @@ __all__ = [
     "dkd_loss",
     "LearnableTemperature",
 ]
+
+
+def cross_entropy(student_logits, targets, smoothing=0.0, reduction="mean"):
+    """Cross-entropy H(t, q) = -sum_i t_i log q_i with the target t = (1 - eps) onehot(y) + eps / K.
+
+    eps = ``smoothing`` (label smoothing, Szegedy et al. 2016; 0 = the plain H(y, q) = -log q_y). Computed in
+    float32 for half-precision logits, as ``F.cross_entropy(..., label_smoothing=eps)``; ``smoothing`` may
+    be a 0-d tensor (one per student inside the sweep's vmap), then written out as
+    (1 - eps) (-log q_y) + eps mean_i (-log q_i).
+    """
+    check_logits(student_logits, "student_logits", exact_dim=2)
+    _check_reduction(reduction)
+    logits = student_logits.to(compute_dtype(student_logits.dtype))
+    if not isinstance(smoothing, torch.Tensor):
+        return F.cross_entropy(logits, targets, label_smoothing=smoothing, reduction=reduction)
+    log_q = torch.log_softmax(logits, dim=-1)
+    nll = -log_q.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    per_sample = (1 - smoothing) * nll - smoothing * log_q.mean(dim=-1)
+    return _reduce(per_sample, reduction, logits.dtype)
 
 
 def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):

@@ -12,24 +12,18 @@ same thing to the same data, so ``sweep`` trains them *together*:
   ``distill`` does) and shared by all students; each student takes its own loss, the losses are summed and
   one ``backward`` runs for all of them. The students are independent, so the gradient of the sum with
   respect to student n's parameters is exactly student n's own gradient.
-* **One optimizer step.** ``torch.optim`` keeps one learning rate per parameter group, so kdlab has its own
-  SGD (momentum) and AdamW that update the stacked parameters with per-student hyper-parameters broadcast
-  along dimension 0 (:class:`StackedOptimizer`, the same formulas as ``torch.optim.SGD``/``AdamW``).
-* **One loss call per method.** The recipes of ``kdlab.methods`` are evaluated for all students of a method
-  at once: every recipe is a batch mean of per-sample terms, and ``kdlab.losses`` accepts one temperature
-  per sample, so the students' logits are flattened to (N * B, K) with each student's temperature repeated
-  B times (:func:`_stacked_terms`, checked term by term against ``Method`` in the tests). Recipes with
-  learnable or data-dependent temperatures (CTKD, DTKD) call their own ``Method`` per student.
-* **No autograd on the CPU for MLP students.** A step of eight 784-64-10 students on a batch of 64 is about
-  0.7 ms of matrix products; building and walking autograd graphs of the network and the loss cost as much
-  again. On the CPU the MLP's backward is written out (:class:`_StackedMLP`) and the loss gradients of CE,
-  label smoothing, KD, TTM and WTTM are computed in closed form together with the terms
-  (:func:`_fused_terms`); both are tested against autograd and finite differences. Other recipes keep
-  autograd for the loss only; GPUs (bf16 autocast) and other architectures use autograd throughout.
-
-Measured by ``benchmarks/bench_sweep.py`` (8 temperatures of KD, mlp64, 1,000 images, 10 epochs, 2 CPU
-threads): one sweep takes 2.0-2.4x the time of one ``distill`` run and is 16-24x faster than the
-tutorial-style loop run 8 times.
+* **One optimizer step.** Students with the same optimizer settings form one part: one stacked leaf tensor per
+  parameter, trained by a ``torch.optim`` SGD/AdamW (fused kernels where torch has them) and scheduler built
+  exactly as ``distill`` builds them, so the learning rate of every epoch is the scheduler's own.
+* **One loss call per method.** A method's terms function is written for ONE student (``kdlab.methods``:
+  logits (B, K), scalar hyper-parameters). The sweep calls it once for all students of that method through
+  ``torch.func.vmap``: hyper-parameters the students share are passed as they are, those that differ as one
+  0-d tensor per student (:class:`_BatchedTerms`). So every recipe, built in or added with
+  ``kdlab.register_method``, is written once and batched without another edit. Recipes with a learnable
+  temperature (CTKD) or recorded per-sample temperatures (DTKD) call their own ``Method`` per student.
+* **Autograd throughout.** The closed-form loss gradients and the hand-written MLP backward of earlier
+  versions are gone: one source of truth per equation (``kdlab.losses``). Speed is measured side by side by
+  ``benchmarks/bench_sweep.py`` (figures in ``benchmarks/README.md``).
 
 Every student follows ``kdlab.train``'s training protocol exactly (``torch.manual_seed(seed)`` before the
 model is created, a ``torch.Generator().manual_seed(seed)`` permutation per epoch, the same recipe
@@ -60,10 +54,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kdlab.losses import dkd_loss, kd_loss, lskd_loss, ttm_loss, wttm_loss
+from kdlab.data import augment_batch
 from kdlab.methods import get_method, list_methods
 from kdlab.stats import calibration
 from kdlab.common import (
@@ -81,11 +74,12 @@ from kdlab.common import (
     resolve_device,
     resolve_model,
     resolve_recipe,
+    skip_value_checks,
     tune_cpu_allocator,
 )
 from kdlab.train import distill, predict, resolve_teacher
 
-__all__ = ["sweep", "expand_grid", "StackedOptimizer"]
+__all__ = ["sweep", "expand_grid"]
 
 # Bump when the meaning of a saved group file changes: old files are then simply not reused.
 _FORMAT_VERSION = 2  # 2: test_nll and test_ece columns
@@ -219,151 +213,6 @@ def expand_grid(grid=None, **common):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The batched optimizer
-# ----------------------------------------------------------------------------------------------------------
-
-class StackedOptimizer:
-    """SGD with momentum and AdamW for parameters stacked along dimension 0, one student per slice.
-
-    ``torch.optim`` has one learning rate per parameter group; a stacked parameter of shape (N, ...) holds N
-    students that each need their own learning rate, weight decay and even optimizer. The update of each slice
-    n uses the formulas of ``torch.optim`` with student n's hyper-parameters (broadcast along dimension 0):
-
-        SGD   (torch.optim.SGD, no dampening, no Nesterov)
-              g = grad + weight_decay * p;   b = g (first step) else momentum * b + g;   p = p - lr * b
-        AdamW (torch.optim.AdamW, betas (0.9, 0.999), eps 1e-8; decoupled weight decay)
-              p = p * (1 - lr * weight_decay);   m = m + (1 - beta1) (g - m);   v = beta2 v + (1 - beta2) g^2
-              p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    kinds: "sgd" or "adamw" per student. The students of one kind must be contiguous (``sweep`` sorts them),
-    so each kind updates a view of the stacked tensor, not a copy. ``set_lr`` sets this epoch's learning rates.
-    """
-
-    def __init__(self, params, kinds, lr, momentum, weight_decay, betas=(0.9, 0.999), eps=1e-8):
-        self.params = list(params)
-        if not self.params or not all(isinstance(p, torch.Tensor) and p.dim() >= 1 for p in self.params):
-            raise TypeError("params must be a non-empty list of tensors stacked along dimension 0")
-        count = self.params[0].shape[0]
-        if any(p.shape[0] != count for p in self.params):
-            raise ValueError("params must all have the same size N along dimension 0 (one slice per student)")
-        kinds = list(kinds)
-        if len(kinds) != count or any(k not in ("sgd", "adamw") for k in kinds):
-            raise ValueError(f"kinds must list 'sgd' or 'adamw' for each of the {count} students, got {kinds!r}")
-        self.ranges = []
-        for kind, run in itertools.groupby(range(count), key=lambda n: kinds[n]):
-            run = list(run)
-            if any(kind == existing for existing, _, _ in self.ranges):
-                raise ValueError("kinds must be contiguous (all 'sgd' students together), got " + repr(kinds))
-            self.ranges.append((kind, run[0], run[-1] + 1))
-        self.count = count
-        self.betas, self.eps = betas, eps
-        self.momentum = self._column(momentum, "momentum")
-        self.weight_decay = self._column(weight_decay, "weight_decay")
-        self.set_lr(lr)
-        self.steps = 0
-        self.state = [{} for _ in self.params]
-
-    def _column(self, values, name):
-        values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values] * self.count)]
-        if len(values) != self.count or not all(math.isfinite(v) and v >= 0 for v in values):
-            raise ValueError(f"{name} must be {self.count} finite numbers >= 0, got {values!r}")
-        return values
-
-    def set_lr(self, lr):
-        """Per-student learning rates (a number or N numbers) for the next steps."""
-        self.lr = self._column(lr, "lr")
-        self._columns = {
-            "neg_lr": self._tensor([-lr for lr in self.lr]),
-            "decay": self._tensor([1 - lr * wd for lr, wd in zip(self.lr, self.weight_decay)]),
-            "weight_decay": self._tensor(self.weight_decay),
-            "momentum": self._tensor(self.momentum),
-        }
-
-    def _tensor(self, values):
-        # Per-student factors are computed in float64 from Python floats, as torch.optim does, then rounded
-        # once to the parameters' dtype.
-        param = self.params[0]
-        return torch.tensor(values, dtype=torch.float64).to(param.dtype).to(param.device)  # MPS has no float64
-
-    @staticmethod
-    def _along(column, param, start, stop):
-        """column[start:stop] shaped (n, 1, 1, ...) to broadcast against param[start:stop]."""
-        return column[start:stop].view(-1, *([1] * (param.dim() - 1)))
-
-    def zero_grad(self):
-        for param in self.params:
-            param.grad = None
-
-    @torch.no_grad()
-    def step(self):
-        self.steps += 1
-        beta1, beta2 = self.betas
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
-        columns = self._columns
-        if any(kind == "adamw" for kind, _, _ in self.ranges):
-            columns = dict(columns, neg_step_size=self._tensor([-lr / bias_correction1 for lr in self.lr]))
-        for kind, start, stop in self.ranges:
-            if kind == "sgd" and self._fused_sgd(start, stop):
-                continue
-            for param, state in zip(self.params, self.state):
-                if param.grad is None:
-                    continue
-                p, grad = param[start:stop], param.grad[start:stop]
-                decays = any(self.weight_decay[start:stop])
-                if kind == "sgd":
-                    if decays:
-                        grad = grad + self._along(columns["weight_decay"], param, start, stop) * p
-                    buffer = state.get(start)
-                    if buffer is None:
-                        state[start] = buffer = grad.clone()
-                    else:
-                        buffer.mul_(self._along(columns["momentum"], param, start, stop)).add_(grad)
-                    p.addcmul_(buffer, self._along(columns["neg_lr"], param, start, stop))
-                else:
-                    if decays:
-                        p.mul_(self._along(columns["decay"], param, start, stop))
-                    if start not in state:
-                        state[start] = (torch.zeros_like(p), torch.zeros_like(p))
-                    exp_avg, exp_avg_sq = state[start]
-                    exp_avg.lerp_(grad, 1 - beta1)
-                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                    denominator = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-                    p.addcdiv_(exp_avg * self._along(columns["neg_step_size"], param, start, stop), denominator)
-
-    def _fused_sgd(self, start, stop):
-        """One fused SGD update of students start..stop when they share lr, momentum (> 0) and weight decay:
-        PyTorch's own fused kernel (``torch.optim.SGD(fused=True)``), one pass over each tensor instead of
-        three or four. Returns False (nothing updated) when it does not apply."""
-        global _FUSED_SGD
-        if _FUSED_SGD is None or len(set(self.lr[start:stop])) != 1 or len(set(self.momentum[start:stop])) != 1 \
-                or len(set(self.weight_decay[start:stop])) != 1 or self.momentum[start] == 0:
-            return False
-        params = [(param, state) for param, state in zip(self.params, self.state) if param.grad is not None]
-        if not params or params[0][0].device.type not in ("cpu", "cuda"):
-            return False
-        first_step = start not in params[0][1]
-        buffers = [torch.empty_like(param[start:stop]) if first_step else state[start] for param, state in params]
-        try:
-            _FUSED_SGD([param[start:stop] for param, _ in params], [param.grad[start:stop] for param, _ in params],
-                       buffers, weight_decay=self.weight_decay[start], momentum=self.momentum[start],
-                       lr=self.lr[start], dampening=0.0, nesterov=False, maximize=False, is_first_step=first_step)
-        except (RuntimeError, NotImplementedError, TypeError):
-            # An older torch (CUDA-only kernel) or another signature: the dispatcher refuses before updating
-            # anything, so the formulas of step() take over, now and from then on.
-            _FUSED_SGD = None
-            return False
-        if first_step:
-            for (_, state), buffer in zip(params, buffers):
-                state[start] = buffer
-        return True
-
-
-# The kernel behind torch.optim.SGD(fused=True) (a private op: used when present, else the formulas above).
-_FUSED_SGD = getattr(torch, "_fused_sgd_", None)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Configurations and groups
 # ----------------------------------------------------------------------------------------------------------
 
@@ -422,8 +271,8 @@ def _identity(config):
 
 def _make_groups(configs, dataset, device):
     """Configurations that can share a pass: same student architecture, batch size and number of epochs.
-    Inside a group, students are ordered by optimizer (contiguous ranges for StackedOptimizer), method
-    (one stacked loss call per method) and seed (students of one seed share their first layer's product).
+    Inside a group, students are ordered by optimizer settings (one torch.optim optimizer per contiguous part),
+    method (one batched loss call per method) and seed (students of one seed share their first layer's product).
     Students that cannot be batched form groups of one."""
     groups = {}
     for config in configs:
@@ -433,7 +282,7 @@ def _make_groups(configs, dataset, device):
         groups.setdefault(key, []).append(config)
     result = []
     for group in groups.values():
-        group.sort(key=lambda c: (c["settings"]["optimizer"], c["method"], c["seed"], c["config"]))
+        group.sort(key=lambda c: (_optimizer_key(c["settings"]), c["method"], c["seed"], c["config"]))
         if _batchable(group[0]["student"], dataset, device):
             result.append(group)
         else:
@@ -446,11 +295,11 @@ def _batchable(student, dataset, device):
 
     * Active dropout (p > 0): no, anywhere. The random masks come from the global RNG in an order a batched
       model cannot reproduce; ``distill`` trains them one by one (same result, not faster).
-    * MLPs (Flatten, Linear, ReLU): yes (:class:`_StackedMLP`; on two CPU cores 8 students cost ~2x one).
+    * MLPs (Flatten, Linear, ReLU): yes (:class:`_StackedMLP`).
     * Other architectures: on a GPU, yes, through ``vmap`` over ``functional_call`` (BatchNorm included: each
       student normalises by its own batch statistics and updates its own running statistics, exactly as
-      alone). On the CPU, no: there ``vmap`` turns the convolutions into grouped ones whose backward is slow,
-      and 8 ``small_cnn`` students took 11.5 s batched against 7.7 s one by one. ``_VMAP_ON_CPU = True``
+      alone). On the CPU, no: there ``vmap`` turns the convolutions into grouped ones whose backward is slower
+      than separate runs (benchmarks/README.md). ``_VMAP_ON_CPU = True``
       batches them anyway (the tests use it to check the GPU path's results on the CPU).
     """
     if isinstance(student, str):
@@ -530,186 +379,226 @@ class _TeacherLogits:
 
 def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     """Train the students of ``group`` together; return (history frame, {config: trained student})."""
-    from torch.func import stack_module_state
-
-    count = len(group)
-    settings = [config["settings"] for config in group]
-    epochs, batch_size = settings[0]["epochs"], settings[0]["batch_size"]
-
-    # Students initialised exactly as distill does, then stacked: params[name] has shape (N, ...).
-    students = []
-    for config in group:
-        student = config["student"]
-        student = copy.deepcopy(student) if isinstance(student, nn.Module) else \
-            resolve_model(student, dataset, config["seed"], "student")
-        students.append(student.to(device).train())
-    params, buffers = stack_module_state(students)
+    students = [_initial_student(config, dataset, device) for config in group]
     skeleton = copy.deepcopy(students[0]).to("meta")
-
+    stacked = _StackedParameters(students, group, device)
     methods = [get_method(config["method"], **config["overrides"]).to(device) for config in group]
-    optimizer = StackedOptimizer(list(params.values()), [s["optimizer"] for s in settings],
-                                 [s["lr"] for s in settings], [s["momentum"] for s in settings],
-                                 [s["weight_decay"] for s in settings])
-    lr_schedules = [_lr_schedule(s) for s in settings]
-    # CTKD's learnable temperature: its own torch.optim optimizer and schedule with the student's settings,
-    # which updates it exactly as distill's shared optimizer does (torch.optim updates each tensor alone).
-    method_optimizers = []
-    for method, s in zip(methods, settings):
-        method_params = list(method.parameters())
-        if method_params:
-            method_optimizer = make_optimizer(method_params, s)
-            method_optimizers.append((method_optimizer, make_scheduler(method_optimizer, s)))
-    loss_sets = _loss_sets(methods)
-
-    # One shuffling stream per distinct seed, as in distill.
+    # CTKD's learnable temperature: its own optimizer and schedule with the student's settings, which update
+    # it exactly as distill's shared optimizer does (torch.optim updates each tensor on its own).
+    for method, config in zip(methods, group):
+        if list(method.parameters()):
+            stacked.add_optimizer(list(method.parameters()), config["settings"])
+    loss_sets = _loss_sets(methods, device)
     seeds = list(dict.fromkeys(config["seed"] for config in group))
-    stream_of = torch.tensor([seeds.index(config["seed"]) for config in group], device=device)
-    generators = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
-    augment_generators = {seed: torch.Generator().manual_seed(seed + 1) for seed in seeds}
-    shared_input = len(seeds) == 1
-    forward = _batched_forward(skeleton, shared_input, _stream_runs(stream_of.tolist()))
-    forward_shared = forward if shared_input else _batched_forward(skeleton, True)
-    # On the CPU (float32, no autocast) the MLP students skip autograd for the network (see _StackedMLP).
-    manual_backward = isinstance(forward, _StackedMLP) and device.type == "cpu"
-    fused = manual_backward and all(
-        loss_set[4] and loss_set[2] in _FUSED for loss_set in loss_sets)
-    cached = teacher_logits.get()
-    train_images, train_targets = dataset.train_images, dataset.train_targets
-    n_train = train_targets.shape[0]
-
-    from kdlab.data import augment_batch
-
+    streams = [seeds.index(config["seed"]) for config in group]
+    forward = _batched_forward(skeleton, len(seeds) == 1, _stream_runs(streams))
+    forward_shared = forward if len(seeds) == 1 else _batched_forward(skeleton, True)
+    batches = _GroupBatches(dataset, teacher, teacher_logits.get(), seeds, streams, device,
+                            stacked_mlp=isinstance(forward, _StackedMLP))
     histories = [[] for _ in group]
+    teacher_was_training = teacher.training if teacher is not None else None
     if teacher is not None:
-        teacher_was_training = teacher.training
         teacher.eval()
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, group[0]["settings"]["epochs"] + 1):
             start_time = time.perf_counter()
-            epoch_lrs = [schedule[epoch - 1] for schedule in lr_schedules]
-            optimizer.set_lr(epoch_lrs)
+            epoch_lrs = stacked.learning_rates()
             skeleton.train()
-            perms = [torch.randperm(n_train, generator=generators[seed]).to(device) for seed in seeds]
-            # Each stream's epoch order gathered once (one copy of the data per epoch instead of one index
-            # operation per step); the batches are then slices, exactly the images distill's index picks.
-            epoch_images = [train_images[perm] for perm in perms]
-            epoch_targets = [train_targets[perm] for perm in perms]
-            epoch_teacher = [cached[perm] for perm in perms] if cached is not None else None
-            term_names, running = None, None
-            seen = 0
-            correct = torch.zeros(count, dtype=torch.int64, device=device)
-            temperature_stats = [[0.0, 0, math.inf, -math.inf] for _ in group]
-            for start in range(0, n_train, batch_size):
-                stop = start + batch_size
-                images, targets, teacher_out = [], [], []
-                for stream, seed in enumerate(seeds):
-                    batch = epoch_images[stream][start:stop]
-                    if dataset.augment:
-                        batch = augment_batch(batch, generator=augment_generators[seed])
-                    images.append(batch)
-                    targets.append(epoch_targets[stream][start:stop])
-                    if teacher is None:
-                        teacher_out.append(None)
-                    elif epoch_teacher is not None:
-                        teacher_out.append(epoch_teacher[stream][start:stop])
-                    else:
-                        with torch.inference_mode(), autocast(device):
-                            logits = teacher(batch).float()
-                        teacher_out.append(logits.clone())
-                if shared_input:
-                    x = images[0]
-                    targets_n = targets[0].expand(count, -1)
-                    teacher_n = None if teacher is None else teacher_out[0].expand(count, -1, -1)
-                else:
-                    # MLPs take the streams' batches as they are (see _StackedMLP), others one batch each.
-                    x = images if isinstance(forward, _StackedMLP) else torch.stack(images)[stream_of]
-                    targets_n = torch.stack(targets)[stream_of]
-                    teacher_n = None if teacher is None else torch.stack(teacher_out)[stream_of]
-                optimizer.zero_grad()
-                for method_optimizer, _ in method_optimizers:
-                    method_optimizer.zero_grad(set_to_none=True)
-                if fused:
-                    # No autograd at all: the loss gradient in closed form, the network's backward by hand.
-                    student_logits = forward.forward_train(params, x)
-                    terms, loss_per_student, grad = _group_terms(loss_sets, student_logits, teacher_n, targets_n,
-                                                                 epoch, count, fused=True)
-                    forward.backward(params, grad)
-                elif manual_backward:
-                    # Autograd only for the loss (on a leaf copy of the logits), the network by hand.
-                    student_logits = forward.forward_train(params, x).requires_grad_()
-                    terms, loss_per_student = _group_terms(loss_sets, student_logits, teacher_n, targets_n,
-                                                           epoch, count)
-                    loss_per_student.sum().backward()
-                    forward.backward(params, student_logits.grad)
-                else:
-                    with autocast(device):
-                        student_logits = forward(params, buffers, x)
-                    student_logits = student_logits.float()
-                    terms, loss_per_student = _group_terms(loss_sets, student_logits, teacher_n, targets_n,
-                                                           epoch, count)
-                    loss_per_student.sum().backward()
-                optimizer.step()
-                for method_optimizer, _ in method_optimizers:
-                    method_optimizer.step()
-
-                # Running sums of every term and the loss, one (terms + 1, N) tensor: a single add per step.
-                batch_count = targets_n.shape[1]
-                seen += batch_count
-                if term_names is None:
-                    term_names = list(terms)
-                step_values = torch.stack([terms[name] for name in term_names] + [loss_per_student.detach()])
-                running = step_values * batch_count if running is None else running.add_(step_values,
-                                                                                          alpha=batch_count)
-                correct += (student_logits.detach().argmax(dim=-1) == targets_n).sum(dim=1)
-                for n, method in enumerate(methods):
-                    temperatures = method.last_temperatures
-                    if temperatures is not None:
-                        temperatures = temperatures.detach().float().flatten()
-                        stats = temperature_stats[n]
-                        stats[0] += temperatures.sum()
-                        stats[1] += temperatures.numel()
-                        stats[2] = min(stats[2], float(temperatures.min()))
-                        stats[3] = max(stats[3], float(temperatures.max()))
-
-            for _, scheduler in method_optimizers:
-                if scheduler is not None:
-                    scheduler.step()
-            test_metrics = _test_metrics(forward_shared, skeleton, params, buffers, dataset, device)
-            test_acc = test_metrics["test_acc"]
-            seconds = time.perf_counter() - start_time
-            means = (running.cpu().double() / seen).tolist()  # on the CPU: MPS has no float64
-            totals = dict(zip(term_names + ["loss"], means))
-            train_acc = (100.0 * correct.cpu().double() / seen).tolist()
-            for n, config in enumerate(group):
-                row = {"epoch": epoch}
-                row.update({name: values[n] for name, values in totals.items() if name != "loss"
-                            and not math.isnan(values[n])})
-                row["loss"] = totals["loss"][n]
-                row["train_acc"] = train_acc[n]
-                row.update({name: values[n] for name, values in test_metrics.items()})
-                row["epoch_lr"] = epoch_lrs[n]
-                row["seconds"] = seconds
-                t_sum, t_count, t_min, t_max = temperature_stats[n]
-                if t_count:
-                    row["temperature_mean"] = float(t_sum) / t_count
-                    row["temperature_min"] = t_min
-                    row["temperature_max"] = t_max
-                histories[n].append(row)
+            stats = _EpochStats(methods, device)
+            for images, targets, teacher_out in batches.epoch(group[0]["settings"]["batch_size"]):
+                stacked.zero_grad()
+                with autocast(device):
+                    student_logits = forward(stacked.joined(), stacked.buffers, images)
+                student_logits = student_logits.float()
+                terms, loss = _group_terms(loss_sets, student_logits, teacher_out, targets, epoch)
+                loss.sum().backward()
+                stacked.step()
+                stats.add(terms, loss, student_logits, targets)
+            stacked.schedule()
+            with torch.no_grad():
+                test_metrics = _test_metrics(forward_shared, skeleton, stacked.joined(), stacked.buffers, dataset,
+                                             device)
+            for history, row in zip(histories, stats.rows(epoch, test_metrics, epoch_lrs,
+                                                          time.perf_counter() - start_time)):
+                history.append(row)
             bar.update(1)
-            bar.set_postfix(best_test_acc=f"{max(test_acc):.2f}")
+            bar.set_postfix(best_test_acc=f"{max(test_metrics['test_acc']):.2f}")
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
+    return _group_frame(group, histories), stacked.unstack(group, students)
 
-    trained = {}
-    for n, (config, student) in enumerate(zip(group, students)):
+
+def _initial_student(config, dataset, device):
+    """A copy of the given module, or the named model created after ``torch.manual_seed(seed)`` (as distill)."""
+    student = config["student"]
+    student = copy.deepcopy(student) if isinstance(student, nn.Module) else \
+        resolve_model(student, dataset, config["seed"], "student")
+    return student.to(device).train()
+
+
+class _StackedParameters:
+    """The students' parameters stacked along a leading dimension N, and the torch.optim optimizers that train them.
+
+    Students with the same optimizer settings (kind, lr, momentum, weight decay, schedule; ``sweep`` orders them
+    contiguously) form a *part*: one leaf tensor (n, ...) per parameter, one ``torch.optim`` optimizer and one
+    scheduler, exactly as ``distill`` builds them for one student (fused kernels where torch has them: the same
+    update, one pass over each tensor). ``joined()`` is what the batched forward takes: the parts' leaves
+    concatenated along dimension 0 (the leaves themselves when there is one part).
+    """
+
+    def __init__(self, students, group, device):
+        from torch.func import stack_module_state
+
+        params, self.buffers = stack_module_state(students)
+        self.parts, self.optimizers, self.schedulers, self.sizes = [], [], [], []
+        for _, run in itertools.groupby(range(len(group)), key=lambda n: _optimizer_key(group[n]["settings"])):
+            run = list(run)
+            part = params if len(run) == len(group) else \
+                {name: value[run[0]:run[-1] + 1].detach().clone().requires_grad_() for name, value in params.items()}
+            self.parts.append(part)
+            self.sizes.append(len(run))
+            self.add_optimizer(list(part.values()), group[run[0]]["settings"], device)
+        self._extra = len(self.parts)  # optimizers after this one train method parameters (CTKD)
+
+    def add_optimizer(self, params, settings, device=None):
+        fused = device is not None and device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+        optimizer = make_optimizer(params, settings, fused=fused or None)
+        self.optimizers.append(optimizer)
+        self.schedulers.append(make_scheduler(optimizer, settings))
+
+    def joined(self):
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return {name: torch.cat([part[name] for part in self.parts]) for name in self.parts[0]}
+
+    def learning_rates(self):
+        """This epoch's learning rate of every student (the scheduled value, as distill's ``lr`` column)."""
+        return [optimizer.param_groups[0]["lr"] for optimizer, size in zip(self.optimizers, self.sizes)
+                for _ in range(size)]
+
+    def zero_grad(self):
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self):
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def schedule(self):
+        for scheduler in self.schedulers:
+            if scheduler is not None:
+                scheduler.step()
+
+    def unstack(self, group, students):
+        """{config: student} with each student's slice of the trained parameters and buffers copied back."""
+        params, trained = self.joined(), {}
         with torch.no_grad():
-            for name, param in student.named_parameters():
-                param.copy_(params[name][n])
-            for name, buffer in student.named_buffers():
-                buffer.copy_(buffers[name][n])
-        trained[config["config"]] = student.eval()
-    return _group_frame(group, histories), trained
+            for n, (config, student) in enumerate(zip(group, students)):
+                for name, param in student.named_parameters():
+                    param.copy_(params[name][n])
+                for name, buffer in student.named_buffers():
+                    buffer.copy_(self.buffers[name][n])
+                trained[config["config"]] = student.eval()
+        return trained
+
+
+def _optimizer_key(settings):
+    return tuple(repr(settings[key]) for key in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs"))
+
+
+class _GroupBatches:
+    """The batches of one epoch for every student: one shuffling stream per distinct seed, as in distill.
+
+    Each stream's epoch order is gathered once (one copy of the data per epoch instead of one index operation
+    per step); the batches are then slices, exactly the images distill's index picks. Yields (images, targets
+    (N, B), teacher logits (N, B, K) or None): images are one batch (B, ...) when all students share a seed,
+    else the MLP students take the list of the streams' batches and other architectures (N, B, ...).
+    """
+
+    def __init__(self, dataset, teacher, cached, seeds, streams, device, stacked_mlp):
+        self.dataset, self.teacher, self.cached, self.seeds, self.device = dataset, teacher, cached, seeds, device
+        self.stream_of = torch.tensor(streams, device=device)
+        self.count, self.stacked_mlp = len(streams), stacked_mlp
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.augment_generators = [torch.Generator().manual_seed(seed + 1) for seed in seeds]
+
+    def epoch(self, batch_size):
+        n_train = self.dataset.train_targets.shape[0]
+        perms = [torch.randperm(n_train, generator=generator).to(self.device) for generator in self.generators]
+        images = [self.dataset.train_images[perm] for perm in perms]
+        targets = [self.dataset.train_targets[perm] for perm in perms]
+        teacher = [self.cached[perm] for perm in perms] if self.cached is not None else None
+        for start in range(0, n_train, batch_size):
+            stop = start + batch_size
+            batch = [self._images(images[s][start:stop], s) for s in range(len(self.seeds))]
+            labels = [stream[start:stop] for stream in targets]
+            if self.teacher is None:
+                teacher_out = None
+            elif teacher is not None:
+                teacher_out = [stream[start:stop] for stream in teacher]
+            else:
+                with torch.inference_mode(), autocast(self.device):
+                    teacher_out = [self.teacher(x).float() for x in batch]
+                teacher_out = [logits.clone() for logits in teacher_out]  # normal tensors, out of inference mode
+            yield self._arrange(batch, labels, teacher_out)
+
+    def _images(self, batch, stream):
+        if self.dataset.augment:
+            return augment_batch(batch, generator=self.augment_generators[stream])
+        return batch
+
+    def _arrange(self, batch, labels, teacher_out):
+        if len(self.seeds) == 1:
+            teacher_n = None if teacher_out is None else teacher_out[0].expand(self.count, -1, -1)
+            return batch[0], labels[0].expand(self.count, -1), teacher_n
+        images = batch if self.stacked_mlp else torch.stack(batch)[self.stream_of]
+        teacher_n = None if teacher_out is None else torch.stack(teacher_out)[self.stream_of]
+        return images, torch.stack(labels)[self.stream_of], teacher_n
+
+
+class _EpochStats:
+    """Running sums of every student's terms, loss, correct predictions and temperatures (DTKD, CTKD) over an
+    epoch, and the epoch's history rows (the same columns as distill's, "lr" named "epoch_lr")."""
+
+    def __init__(self, methods, device):
+        self.methods, self.term_names, self.running, self.seen = methods, None, None, 0
+        self.correct = torch.zeros(len(methods), dtype=torch.int64, device=device)
+        self.temperatures = [[0.0, 0, math.inf, -math.inf] for _ in methods]
+
+    def add(self, terms, loss, student_logits, targets):
+        batch = targets.shape[1]
+        self.seen += batch
+        if self.term_names is None:
+            self.term_names = list(terms)
+        values = torch.stack([terms[name] for name in self.term_names] + [loss.detach()])  # one add per step
+        self.running = values * batch if self.running is None else self.running.add_(values, alpha=batch)
+        self.correct += (student_logits.detach().argmax(dim=-1) == targets).sum(dim=1)
+        for method, stats in zip(self.methods, self.temperatures):
+            if method.last_temperatures is not None:
+                temperatures = method.last_temperatures.detach().float().flatten()
+                stats[0] += temperatures.sum()
+                stats[1] += temperatures.numel()
+                stats[2] = min(stats[2], float(temperatures.min()))
+                stats[3] = max(stats[3], float(temperatures.max()))
+
+    def rows(self, epoch, test_metrics, epoch_lrs, seconds):
+        means = (self.running.cpu().double() / self.seen).tolist()  # on the CPU: MPS has no float64
+        totals = dict(zip(self.term_names + ["loss"], means))
+        train_acc = (100.0 * self.correct.cpu().double() / self.seen).tolist()
+        rows = []
+        for n, (t_sum, t_count, t_min, t_max) in enumerate(self.temperatures):
+            row = {"epoch": epoch}
+            row.update({name: values[n] for name, values in totals.items() if name != "loss"
+                        and not math.isnan(values[n])})
+            row.update({"loss": totals["loss"][n], "train_acc": train_acc[n]})
+            row.update({name: values[n] for name, values in test_metrics.items()})
+            row.update({"epoch_lr": epoch_lrs[n], "seconds": seconds})
+            if t_count:
+                row.update({"temperature_mean": float(t_sum) / t_count, "temperature_min": t_min,
+                            "temperature_max": t_max})
+            rows.append(row)
+        return rows
 
 
 def _batched_forward(skeleton, shared_input, runs=None):
@@ -718,9 +607,8 @@ def _batched_forward(skeleton, shared_input, runs=None):
     images: (B, C, H, W) seen by every student when ``shared_input``. Otherwise the MLP students take the
     list of the S streams' batches (one per seed) and ``runs``, the (start, stop, stream) ranges of students
     that see each (students are sorted by seed); other architectures take (N, B, C, H, W), one batch each.
-    The MLP students (Flatten, Linear, ReLU) get hand-batched layers (:class:`_StackedMLP`, which can also
-    run its own backward pass). Any other architecture runs through ``torch.func.vmap`` over
-    ``functional_call`` (same result, more overhead).
+    The MLP students (Flatten, Linear, ReLU) get hand-batched layers (:class:`_StackedMLP`). Any other
+    architecture runs through ``torch.func.vmap`` over ``functional_call`` (same result, more overhead).
     """
     layers = _mlp_layers(skeleton)
     if layers is None:
@@ -745,37 +633,18 @@ def _stream_runs(streams):
 
 
 class _StackedMLP:
-    """N stacked MLP students (Flatten, Linear, ReLU), with a forward and a hand-written backward pass.
+    """The forward pass of N stacked MLP students (Flatten, Linear, ReLU); autograd gives the backward.
 
-    Forward: the students that see the same batch (one seed's stream) share their first layer: one
-    (B, D) @ (D, n * hidden) product (``addmm``) for the n students of a run, instead of n small ones; the
-    next layers are ``baddbmm`` over all N students. ``runs``: (start, stop, stream) ranges of students and
-    the index of the input batch they see (stop None: to the last student).
-
-    Backward (:meth:`backward`): the same products autograd would run, without the autograd graph. On two
-    CPU cores a sweep step is small (a few hundred microseconds of matrix products), and the engine's
-    bookkeeping was a large share of it: the backward of eight mlp64 students on a batch of 64 took ~0.9 ms
-    through autograd and takes ~0.5 ms here (of which 0.35 ms is the first layer's product). For a linear layer y = x W^T + b of student n with
-    upstream gradient g (B, out): dW = g^T x, db = sum_b g, dx = g W; a ReLU passes g where its output is
-    > 0 (autograd's ``threshold_backward``). The tests check every gradient against autograd.
+    The students that see the same batch (one seed's stream) share their first layer: one (B, D) @ (D, n *
+    hidden) product (``addmm``) for the n students of a run, instead of n small ones; the next layers are
+    ``baddbmm`` over all N students. ``runs``: (start, stop, stream) ranges of students and the index of the
+    input batch they see (stop None: to the last student).
     """
 
     def __init__(self, layers, runs):
         self.layers, self.runs = layers, runs
-        self._saved = None
-        # Linear layers whose input is a ReLU output (their input gradient is masked by it).
-        self._after_relu = {name for (kind, _), (_, name) in zip(layers, layers[1:]) if kind == "relu"}
 
     def __call__(self, params, buffers, images):
-        return self._run(params, images, save=False)
-
-    def forward_train(self, params, images):
-        """Logits (N, B, K), keeping what :meth:`backward` needs. Runs without autograd."""
-        with torch.no_grad():
-            return self._run(params, images, save=True)
-
-    def _run(self, params, images, save):
-        saved = [] if save else None
         hidden = list(images) if isinstance(images, (list, tuple)) else [images]  # the streams' batches
         for kind, name in self.layers:
             if kind == "flatten":  # Flatten comes first (see _mlp_layers)
@@ -783,51 +652,22 @@ class _StackedMLP:
             elif kind == "relu":
                 hidden = [batch.relu() for batch in hidden] if isinstance(hidden, list) else hidden.relu()
             else:
-                if save:
-                    saved.append((name, hidden))  # the layer's input (a ReLU output or the streams' images)
                 weight, bias = params[name + ".weight"], params.get(name + ".bias")
                 if isinstance(hidden, list):  # the first linear layer: one product per run of students
-                    count, out_features, in_features = weight.shape
-                    outputs = []
-                    for start, stop, stream in self.runs:
-                        w = weight[start:stop].reshape(-1, in_features).t()
-                        out = hidden[stream] @ w if bias is None else \
-                            torch.addmm(bias[start:stop].reshape(-1), hidden[stream], w)
-                        outputs.append(out.view(out.shape[0], -1, out_features))
-                    hidden = (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).transpose(0, 1)
+                    hidden = self._first_layer(hidden, weight, bias)
                 else:
                     hidden = torch.bmm(hidden, weight.transpose(1, 2)) if bias is None else \
                         torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
-        self._saved = saved
         return hidden
 
-    def backward(self, params, grad):
-        """Set ``.grad`` of every stacked parameter from ``grad`` = d(loss)/d(logits), shape (N, B, K)."""
-        if self._saved is None:
-            raise RuntimeError("backward needs a forward_train call first")
-        saved, self._saved = self._saved, None
-        grad = grad.to(params[saved[-1][0] + ".weight"].dtype)
-        with torch.no_grad():
-            for position in range(len(saved) - 1, -1, -1):
-                name, layer_input = saved[position]
-                weight, bias = params[name + ".weight"], params.get(name + ".bias")
-                if bias is not None:
-                    bias.grad = grad.sum(dim=1)
-                if isinstance(layer_input, list):  # per run: one (n * out, B) @ (B, in) product
-                    count, out_features, in_features = weight.shape
-                    weight.grad = torch.empty_like(weight)
-                    for start, stop, stream in self.runs:
-                        part = grad[start:stop]
-                        flat = part.transpose(0, 1).reshape(-1, part.shape[0] * out_features)
-                        torch.mm(flat.t(), layer_input[stream],
-                                 out=weight.grad[start:stop].view(-1, in_features))
-                else:
-                    weight.grad = torch.bmm(grad.transpose(1, 2), layer_input)
-                if position == 0:
-                    break
-                grad = torch.bmm(grad, weight)  # d(loss)/d(layer input)
-                if name in self._after_relu:
-                    grad.masked_fill_(layer_input <= 0, 0.0)
+    def _first_layer(self, streams, weight, bias):
+        _, out_features, in_features = weight.shape
+        outputs = []
+        for start, stop, stream in self.runs:
+            w = weight[start:stop].reshape(-1, in_features).t()
+            out = streams[stream] @ w if bias is None else torch.addmm(bias[start:stop].reshape(-1), streams[stream], w)
+            outputs.append(out.view(out.shape[0], -1, out_features))
+        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).transpose(0, 1)
 
 
 def _mlp_layers(model):
@@ -866,241 +706,106 @@ def _test_metrics(forward, skeleton, params, buffers, dataset, device):
     return metrics
 
 
-def _lr_schedule(settings):
-    """The learning rate of each epoch, from the same torch scheduler ``distill`` builds (exactly its values)."""
-    dummy = torch.zeros(1, requires_grad=True)
-    optimizer = make_optimizer([dummy], settings)
-    scheduler = make_scheduler(optimizer, settings)
-    lrs = []
-    for _ in range(settings["epochs"]):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()  # a no-op (no gradient), so that the scheduler sees the usual order
-        if scheduler is not None:
-            scheduler.step()
-    return lrs
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Loss terms of many students at once
+# Loss terms of many students at once: each method's one-student terms function, batched by vmap
 # ----------------------------------------------------------------------------------------------------------
 
-def _loss_sets(methods):
-    """Contiguous runs of students [start, stop, method name, methods, stacked, cache] that share one loss
-    evaluation: one stacked call for recipes in ``_STACKED``, one ``Method`` call per student otherwise."""
+def _loss_sets(methods, device):
+    """[(start, stop, terms_of)]: contiguous runs of students of one method and ``terms_of(student_logits,
+    teacher_logits, targets, epoch)`` -> {term: (n,) tensor} for them: one vmapped call of the method's terms
+    (:class:`_BatchedTerms`) when it can be batched, else one ``Method`` call per student (CTKD, DTKD)."""
     sets = []
     for n, method in enumerate(methods):
-        stacked = method.name in _STACKED and not list(method.parameters())
-        if sets and stacked and sets[-1][2] == method.name and sets[-1][4]:
+        if sets and sets[-1][2] == method.name:
             sets[-1][1] = n + 1
-            sets[-1][3].append(method)
         else:
-            sets.append([n, n + 1, method.name, [method], stacked, {}])
-    return sets
+            sets.append([n, n + 1, method.name])
+    result = []
+    for start, stop, _ in sets:
+        members = methods[start:stop]
+        terms_of = _BatchedTerms(members, device) if _BatchedTerms.supports(members) else _per_student_terms(members)
+        result.append((start, stop, terms_of))
+    return result
 
 
-def _group_terms(loss_sets, student_logits, teacher_logits, targets, epoch, count, fused=False):
+class _BatchedTerms:
+    """The terms of n students of one method from ONE call of its one-student terms function through
+    ``torch.func.vmap``: hyper-parameters the students share are passed as they are, those that differ as one
+    0-d tensor per student (a float64 column, dimension 0 mapped). Value checks of the losses (temperatures
+    > 0, targets in range) are skipped inside: the values were checked when the methods were made."""
+
+    def __init__(self, methods, device):
+        hparams = [method.hparams for method in methods]
+        self.terms = methods[0].terms
+        self.varying = [key for key in hparams[0] if len({repr(h[key]) for h in hparams}) > 1]
+        self.fixed = {key: value for key, value in hparams[0].items() if key not in self.varying}
+        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.columns = [torch.tensor([float(h[key]) for h in hparams], dtype=wide, device=device)
+                        for key in self.varying]
+        self._calls = {}
+
+    @staticmethod
+    def supports(methods):
+        """Batchable methods whose differing hyper-parameters are all numbers (a flag cannot be a tensor)."""
+        if not all(method.batchable and not list(method.parameters()) for method in methods):
+            return False
+        first = methods[0].hparams
+        return all(isinstance(method.hparams[key], (int, float)) and not isinstance(method.hparams[key], bool)
+                   for method in methods for key in first if method.hparams[key] != first[key])
+
+    def __call__(self, student_logits, teacher_logits, targets, epoch):
+        from torch.func import vmap
+
+        no_teacher = teacher_logits is None
+        if no_teacher not in self._calls:
+            def one(student, teacher, target, epoch, *values):
+                return self.terms(student, teacher, target, epoch, **self.fixed, **dict(zip(self.varying, values)))
+
+            in_dims = (0, None if no_teacher else 0, 0, None, *([0] * len(self.varying)))
+            self._calls[no_teacher] = vmap(one, in_dims=in_dims)
+        with skip_value_checks():
+            terms = self._calls[no_teacher](student_logits, teacher_logits, targets, epoch, *self.columns)
+        return {name: value.float() for name, value in terms.items()}
+
+
+def _per_student_terms(methods):
+    def terms_of(student_logits, teacher_logits, targets, epoch):
+        results = [method(student_logits[n], None if teacher_logits is None else teacher_logits[n], targets[n], epoch)
+                   for n, method in enumerate(methods)]
+        return {term: torch.stack([result[term] for result in results]) for term in results[0]}
+    return terms_of
+
+
+def _group_terms(loss_sets, student_logits, teacher_logits, targets, epoch):
     """Every student's weighted terms and loss.
 
     Returns (terms, loss): terms maps a term name to an (N,) tensor (NaN for students whose method has no
     such term, for logging only); loss is the (N,) tensor of each student's sum of terms (what it minimises).
-    With ``fused=True`` (every set's recipe in ``_FUSED``) returns (terms, loss, grad): the terms from
-    :func:`_fused_terms` and grad = d(sum of the losses)/d(student_logits), shape (N, B, K), no autograd.
     """
-    grads = []
-    if fused and len(loss_sets) == 1:
-        _, _, _, methods, _, cache = loss_sets[0]
-        values, loss, grad = _fused_terms(methods, student_logits, teacher_logits, targets, epoch, cache)
-        return values, loss, grad
-    if len(loss_sets) == 1 and loss_sets[0][4]:  # one stacked recipe for the whole group: no stitching
-        _, _, _, methods, _, cache = loss_sets[0]
-        values = _stacked_terms(methods, student_logits, teacher_logits, targets, epoch, cache)
-        loss = sum(values.values())
-        return {term: value.detach() for term, value in values.items()}, loss
+    count = student_logits.shape[0]
     pieces, losses = {}, []
-    for start, stop, name, methods, stacked, cache in loss_sets:
-        teacher = None if teacher_logits is None else teacher_logits[start:stop]
-        if fused:
-            values, loss, grad = _fused_terms(methods, student_logits[start:stop], teacher, targets[start:stop],
-                                              epoch, cache)
-            grads.append(grad)
-        elif stacked:
-            values = _stacked_terms(methods, student_logits[start:stop], teacher, targets[start:stop], epoch,
-                                    cache)
-        else:
-            results = [method(student_logits[n], None if teacher is None else teacher[n - start], targets[n], epoch)
-                       for n, method in zip(range(start, stop), methods)]
-            values = {term: torch.stack([r[term] for r in results]) for term in results[0]}
+    for start, stop, terms_of in loss_sets:
+        whole = start == 0 and stop == count
+        teacher = None if teacher_logits is None else (teacher_logits if whole else teacher_logits[start:stop])
+        values = terms_of(*((student_logits, teacher, targets) if whole else
+                            (student_logits[start:stop], teacher, targets[start:stop])), epoch)
         for term, value in values.items():
-            pieces.setdefault(term, []).append((start, stop, value))
-        losses.append(loss if fused else sum(values.values()))
+            pieces.setdefault(term, []).append((start, stop, value.detach()))
+        losses.append(sum(values.values()))
+    if len(loss_sets) == 1:
+        return {term: parts[0][2] for term, parts in pieces.items()}, losses[0]
     terms = {}
     for term, parts in pieces.items():
         filled, position = [], 0
         for start, stop, value in parts:
             if start > position:
                 filled.append(torch.full((start - position,), math.nan, device=value.device))
-            filled.append(value.detach())
+            filled.append(value)
             position = stop
         if position < count:
             filled.append(torch.full((count - position,), math.nan, device=student_logits.device))
         terms[term] = torch.cat(filled)
-    if fused:
-        return terms, torch.cat(losses), torch.cat(grads)
     return terms, torch.cat(losses)
-
-
-def _per_student(values, like):
-    """A list of per-student numbers as an (M, 1) column (one row per student) in the dtype of ``like``."""
-    return torch.tensor(values, dtype=torch.float64).to(like.dtype).to(like.device).view(-1, 1)
-
-
-def _stacked_terms(methods, student_logits, teacher_logits, targets, epoch, cache=None):
-    """The weighted terms of M students of one recipe, each an (M,) tensor, from one call per loss.
-
-    student_logits (M, B, K), teacher_logits (M, B, K), targets (M, B). Every recipe of ``kdlab.methods`` is
-    a sum of weight x batch-mean of per-sample losses, so the M students' rows are flattened to (M * B, K),
-    each student's temperature is repeated over its B rows (kdlab.losses takes a (rows, 1) temperature), and
-    the per-sample losses are averaged back per student. The weights and warm-up are each method's own
-    (``hparams``, ``warmup_factor``); the tests compare every recipe here with ``Method`` itself.
-    ``cache``: a dict kept between calls for the same students (weight and temperature columns).
-    """
-    count, batch, num_classes = student_logits.shape
-    name = methods[0].name
-    hparams = [m.hparams for m in methods]
-    cache = {} if cache is None else cache
-    flat_student = student_logits.reshape(count * batch, num_classes)
-    flat_targets = targets.reshape(count * batch)
-    flat_teacher = None if teacher_logits is None else teacher_logits.reshape(count * batch, num_classes)
-
-    def weight(key, warm_up=True):
-        """(M,) column of hparams[key] (times the warm-up factor of this epoch)."""
-        if (key, epoch, warm_up) not in cache:
-            values = [h[key] * (m.warmup_factor(epoch) if warm_up else 1.0) for h, m in zip(hparams, methods)]
-            cache[(key, epoch, warm_up)] = _per_student(values, student_logits).view(-1)
-        return cache[(key, epoch, warm_up)]
-
-    def per_student(per_sample):
-        return per_sample.view(count, batch).mean(dim=1)
-
-    def temperature():
-        """One float if all students share it, else an (M * B, 1) column: each student's T over its rows."""
-        if ("temperature", batch) not in cache:
-            values = [h["temperature"] for h in hparams]
-            cache[("temperature", batch)] = values[0] if len(set(values)) == 1 else \
-                _per_student(values, student_logits).repeat_interleave(batch, dim=0)
-        return cache[("temperature", batch)]
-
-    smoothing = hparams[0].get("smoothing", 0.0) if name == "label_smoothing" else 0.0
-    if name == "label_smoothing" and any(h["smoothing"] != smoothing for h in hparams):
-        # label_smoothing takes one epsilon per call: evaluate each distinct value on its own rows.
-        ce = torch.stack([F.cross_entropy(student_logits[n], targets[n], label_smoothing=h["smoothing"])
-                          for n, h in enumerate(hparams)])
-    else:
-        ce = per_student(F.cross_entropy(flat_student, flat_targets, reduction="none", label_smoothing=smoothing))
-    terms = {"ce": weight("ce_weight", warm_up=False) * ce}
-    if name in ("ce", "label_smoothing"):
-        return terms
-    if name == "kd":
-        terms["kd"] = weight("kd_weight") * per_student(kd_loss(flat_student, flat_teacher, temperature(), "none"))
-    elif name == "ttm":
-        terms["ttm"] = weight("beta") * per_student(ttm_loss(flat_student, flat_teacher, temperature(), "none"))
-    elif name == "wttm":
-        terms["wttm"] = weight("beta") * per_student(wttm_loss(flat_student, flat_teacher, temperature(), "none"))
-    elif name == "lskd":
-        terms["lskd"] = weight("kd_weight") * per_student(lskd_loss(flat_student, flat_teacher, temperature(), "none"))
-    elif name == "dkd":
-        tckd = dkd_loss(flat_student, flat_teacher, flat_targets, 1.0, 0.0, temperature(), "none")
-        nckd = dkd_loss(flat_student, flat_teacher, flat_targets, 0.0, 1.0, temperature(), "none")
-        terms["tckd"] = weight("alpha") * per_student(tckd)
-        terms["nckd"] = weight("beta") * per_student(nckd)
-    else:  # pragma: no cover - _STACKED lists exactly the names handled above
-        raise ValueError(f"no stacked form for method {name!r}")
-    return terms
-
-
-def _fused_terms(methods, student_logits, teacher_logits, targets, epoch, cache):
-    """Terms, losses and loss gradient of M students of one recipe in ``_FUSED``, in closed form.
-
-    Returns (terms, loss, grad): terms maps each term name to an (M,) tensor, loss is their sum (M,), grad is
-    d(sum of the M losses)/d(student_logits), (M, B, K) float32. Values match :func:`_stacked_terms` and grad
-    matches autograd through it (the tests compare both in float64); computing them together skips building
-    and walking an autograd graph of ~40 small operations per step. Everything is computed in float64, as in
-    ``kdlab.losses``. With q = softmax(z), q_T = softmax(z / T), p_T = softmax(v / T), onehot y, B samples:
-
-        CE with smoothing eps, target t = (1 - eps) y + eps / K:  d/dz = (q - t) / B
-        KD   T^2 KL(p_T || q_T):                                   d/dz = T (q_T - p_T) / B   (Hinton et al. 2015)
-        TTM  KL(p_T || q):                                         d/dz = (q - p_T) / B       (TTM eq. 20)
-        WTTM U KL(p_T || q), U = sum_i softmax(v)_i^(1/T):         d/dz = U (q - p_T) / B     (U is the teacher's)
-
-    each times its recipe weight (and warm-up factor).
-    """
-    count, batch, num_classes = student_logits.shape
-    name = methods[0].name
-    z = student_logits.detach().double()
-    factors = _fused_factors(methods, epoch, batch, num_classes, z.device, cache)
-
-    log_q = torch.log_softmax(z, dim=-1)
-    q = log_q.exp()
-    target = factors["eye"][targets]  # one-hot rows, (M, B, K)
-    if name == "label_smoothing":
-        target = target * factors["keep"] + factors["spread"]
-    terms = {"ce": factors["ce"].view(-1) * -(target * log_q).sum(dim=(1, 2))}
-    grad = factors["ce"] * (q - target)
-    if name in ("kd", "ttm", "wttm"):
-        temperature = factors["temperature"]
-        v = teacher_logits.detach().double()
-        log_p = torch.log_softmax(v / temperature, dim=-1)
-        p = log_p.exp()
-        if name == "kd":
-            log_q_t = torch.log_softmax(z / temperature, dim=-1)
-            terms["kd"] = factors["kd_term"].view(-1) * (p * (log_p - log_q_t)).sum(dim=(1, 2))
-            grad = grad + factors["kd_grad"] * (log_q_t.exp() - p)
-        else:
-            per_sample, direction = (p * (log_p - log_q)).sum(dim=-1), q - p
-            if name == "wttm":
-                power_sum = torch.logsumexp(torch.log_softmax(v, dim=-1) / temperature, dim=-1).exp()
-                per_sample, direction = power_sum * per_sample, power_sum.unsqueeze(-1) * direction
-            terms[name] = factors["beta"].view(-1) * per_sample.sum(dim=1)
-            grad = grad + factors["beta"] * direction
-    terms = {term: value.float() for term, value in terms.items()}
-    return terms, sum(terms.values()), grad.float()
-
-
-def _fused_factors(methods, epoch, batch, num_classes, device, cache):
-    """The per-student constants of :func:`_fused_terms` as (M, 1, 1) float64 columns, with the batch mean's
-    1 / B and this epoch's warm-up folded in; computed once per (epoch, batch size) and kept in ``cache``."""
-    key = ("fused", epoch, batch)
-    if key not in cache:
-        def column(values):
-            return torch.tensor(values, dtype=torch.float64, device=device).view(-1, 1, 1)
-
-        hparams = [m.hparams for m in methods]
-        warm = [m.warmup_factor(epoch) for m in methods]
-        factors = {"eye": torch.eye(num_classes, dtype=torch.float64, device=device),
-                   "ce": column([h["ce_weight"] / batch for h in hparams])}
-        if methods[0].name == "label_smoothing":
-            factors["keep"] = column([1.0 - h["smoothing"] for h in hparams])
-            factors["spread"] = column([h["smoothing"] / num_classes for h in hparams])
-        if methods[0].name in ("kd", "ttm", "wttm"):
-            temperatures = [h["temperature"] for h in hparams]
-            factors["temperature"] = column(temperatures)
-        if methods[0].name == "kd":
-            weights = [h["kd_weight"] * w / batch for h, w in zip(hparams, warm)]
-            factors["kd_term"] = column([c * t * t for c, t in zip(weights, temperatures)])
-            factors["kd_grad"] = column([c * t for c, t in zip(weights, temperatures)])
-        if methods[0].name in ("ttm", "wttm"):
-            factors["beta"] = column([h["beta"] * w / batch for h, w in zip(hparams, warm)])
-        cache[key] = factors
-    return cache[key]
-
-
-# Recipes whose terms and gradient _fused_terms computes in closed form (the sweep's CPU path for MLPs).
-_FUSED = ("ce", "label_smoothing", "kd", "ttm", "wttm")
-
-
-# Recipes with a stacked form in _stacked_terms; the others (DTKD's per-sample temperatures from a float
-# tau, CTKD's learnable temperature) call their Method per student.
-_STACKED = ("ce", "label_smoothing", "kd", "ttm", "wttm", "lskd", "dkd")
 
 
 # ----------------------------------------------------------------------------------------------------------

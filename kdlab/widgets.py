@@ -28,7 +28,7 @@ import ipywidgets
 import torch
 from matplotlib.figure import Figure
 
-from kdlab.losses import dtkd_temperatures
+from kdlab.losses import dtkd_temperatures, kd_loss, ttm_loss
 from kdlab.temperature import entropy, power_sum, power_transform, renyi_entropy, sharpness, tempered_softmax
 
 __all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer", "dtkd_explorer",
@@ -519,10 +519,9 @@ def _eq15_terms(student_logits, teacher_logits, temperature):
     teacher_tempered = tempered_softmax(teacher_logits.to(torch.float64), temperature)
     q = torch.softmax(student, dim=-1)
     q_tempered = tempered_softmax(student, temperature)
-    log_p = torch.log(teacher_tempered)
-    ttm = float((teacher_tempered * (log_p - torch.log_softmax(student, -1))).sum())
-    kd = float((teacher_tempered * (log_p - torch.log_softmax(student / temperature, -1))).sum())
-    kd_term = temperature * kd
+    teacher = teacher_logits.to(torch.float64)
+    ttm = float(ttm_loss(student[None], teacher[None], temperature))  # D(p^t_T || q)
+    kd_term = float(kd_loss(student[None], teacher[None], temperature)) / temperature  # T D(p^t_T || q_T)
     renyi_term = -(temperature - 1.0) * float(renyi_entropy(q, 1.0 / temperature))
     teacher_term = (temperature - 1.0) * float(entropy(teacher_tempered))
     right_hand_side = kd_term + renyi_term + teacher_term

@@ -18,7 +18,6 @@ from kdlab.train import distill
 
 matplotlib.use("Agg")
 sweep_module = importlib.import_module("kdlab.sweeps")
-StackedOptimizer = sweep_module.StackedOptimizer
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -78,93 +77,7 @@ def test_convolutional_students_train_one_by_one_on_the_cpu(transfer, teacher, m
 
 
 # ----------------------------------------------------------------------------------------------------------
-# StackedOptimizer == torch.optim, slice by slice
-
-@pytest.mark.parametrize("kinds, uniform", [(["sgd"] * 3, False), (["adamw"] * 3, False),
-                                            (["adamw", "adamw", "sgd", "sgd"], False),
-                                            (["sgd"] * 3, True), (["adamw", "sgd", "sgd"], True)])
-def test_stacked_optimizer_matches_torch_optim(kinds, uniform):
-    """Per-student hyper-parameters; and shared ones, where SGD takes the fused kernel."""
-    generator = torch.Generator().manual_seed(0)
-    count = len(kinds)
-    lrs = [0.1, 0.01, 0.05, 0.2][:count] if not uniform else [0.05] * count
-    momenta = [0.9, 0.0, 0.5, 0.9][:count] if not uniform else [0.9] * count
-    decays = [0.0, 5e-4, 1e-2, 0.0][:count] if not uniform else [5e-4] * count
-    shapes = [(count, 5, 3), (count, 7)]
-    stacked = [torch.randn(*shape, generator=generator) for shape in shapes]
-    singles = [[tensor[n].clone().requires_grad_() for tensor in stacked] for n in range(count)]
-    references = []
-    for n, kind in enumerate(kinds):
-        if kind == "sgd":
-            references.append(torch.optim.SGD(singles[n], lr=lrs[n], momentum=momenta[n], weight_decay=decays[n]))
-        else:
-            references.append(torch.optim.AdamW(singles[n], lr=lrs[n], weight_decay=decays[n]))
-    params = [tensor.clone().requires_grad_() for tensor in stacked]
-    optimizer = StackedOptimizer(params, kinds, lrs, momenta, decays)
-    fused_calls = []
-    if uniform and sweep_module._FUSED_SGD is not None:
-        original = sweep_module.StackedOptimizer._fused_sgd
-        def recording(start, stop):
-            fused_calls.append(original(optimizer, start, stop))
-            return fused_calls[-1]
-
-        optimizer._fused_sgd = recording
-    for step in range(6):
-        if step == 3:  # a schedule changes the learning rates between steps
-            lrs = [lr * 0.3 for lr in lrs]
-            optimizer.set_lr(lrs)
-            for reference, lr in zip(references, lrs):
-                reference.param_groups[0]["lr"] = lr
-        grads = [torch.randn(*shape, generator=generator) for shape in shapes]
-        for param, grad in zip(params, grads):
-            param.grad = grad.clone()
-        optimizer.step()
-        for n, reference in enumerate(references):
-            for single, grad in zip(singles[n], grads):
-                single.grad = grad[n].clone()
-            reference.step()
-    for n in range(count):
-        for param, single in zip(params, singles[n]):
-            torch.testing.assert_close(param[n].detach(), single.detach(), rtol=1e-6, atol=1e-6)
-    if uniform and sweep_module._FUSED_SGD is not None:
-        assert fused_calls == [True] * 6  # one SGD range, six steps, every one fused
-
-
-def test_stacked_optimizer_falls_back_when_the_fused_kernel_is_refused(monkeypatch):
-    """An older torch without the CPU kernel: the formulas take over and the result is the same."""
-    def refuse(*args, **kwargs):
-        raise RuntimeError("_fused_sgd_ is not implemented for CPU")
-
-    monkeypatch.setattr(sweep_module, "_FUSED_SGD", refuse)
-    generator = torch.Generator().manual_seed(4)
-    start = torch.randn(2, 3, generator=generator)
-    grads = [torch.randn(2, 3, generator=generator) for _ in range(3)]
-    param = start.clone().requires_grad_()
-    optimizer = StackedOptimizer([param], ["sgd", "sgd"], 0.1, 0.9, 1e-3)
-    reference = start.clone().requires_grad_()
-    torch_optimizer = torch.optim.SGD([reference], lr=0.1, momentum=0.9, weight_decay=1e-3)
-    for grad in grads:
-        param.grad, reference.grad = grad.clone(), grad.clone()
-        optimizer.step()
-        torch_optimizer.step()
-    assert sweep_module._FUSED_SGD is None  # refused once, then not asked again
-    torch.testing.assert_close(param.detach(), reference.detach(), rtol=1e-6, atol=1e-7)
-
-
-def test_stacked_optimizer_rejects_bad_input():
-    params = [torch.zeros(2, 3, requires_grad=True)]
-    with pytest.raises(ValueError, match="kinds"):
-        StackedOptimizer(params, ["sgd", "adam"], 0.1, 0.9, 0.0)
-    with pytest.raises(ValueError, match="contiguous"):
-        StackedOptimizer([torch.zeros(3, 2)], ["sgd", "adamw", "sgd"], 0.1, 0.9, 0.0)
-    with pytest.raises(ValueError, match="lr"):
-        StackedOptimizer(params, ["sgd", "sgd"], [0.1, -1.0], 0.9, 0.0)
-    with pytest.raises(TypeError, match="params"):
-        StackedOptimizer([], [], 0.1, 0.9, 0.0)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The stacked recipes equal each student's own Method call
+# The batched recipes (one vmapped call of the one-student terms) equal each student's own Method call
 
 @pytest.mark.parametrize("name, overrides", [
     ("ce", [{}, {"ce_weight": 0.5}]),
@@ -174,20 +87,28 @@ def test_stacked_optimizer_rejects_bad_input():
     ("wttm", [{"temperature": 2.0}, {"temperature": 10.0}]),
     ("lskd", [{"temperature": 1.5}, {"temperature": 3.0}]),
     ("dkd", [{"temperature": 2.0, "warmup": 3}, {"temperature": 4.0, "alpha": 2.0, "beta": 4.0}]),
+    ("normkd", [{"temperature": 1.0}, {"temperature": 2.0, "kd_weight": 0.5}]),
 ])
-def test_stacked_terms_equal_method_terms(name, overrides):
+def test_batched_terms_equal_method_terms(name, overrides):
     generator = torch.Generator().manual_seed(1)
     count, batch, classes = len(overrides), 6, 5
     student_logits = 3 * torch.randn(count, batch, classes, generator=generator)
     teacher_logits = 3 * torch.randn(count, batch, classes, generator=generator)
     targets = torch.randint(0, classes, (count, batch), generator=generator)
     methods = [get_method(name, **o) for o in overrides]
-    stacked = sweep_module._stacked_terms(methods, student_logits, teacher_logits, targets, epoch=2)
+    assert sweep_module._BatchedTerms.supports(methods)
+    batched = sweep_module._BatchedTerms(methods, torch.device("cpu"))
+    leaf = student_logits.clone().requires_grad_()
+    stacked = batched(leaf, teacher_logits, targets, 2)
+    sum(stacked.values()).sum().backward()
     for n, method in enumerate(methods):
-        expected = method(student_logits[n], teacher_logits[n], targets[n], 2)
+        one = student_logits[n].clone().requires_grad_()
+        expected = method(one, teacher_logits[n], targets[n], 2)
+        sum(expected.values()).backward()
         assert list(stacked) == list(expected)
         for term, value in expected.items():
             torch.testing.assert_close(stacked[term][n], value, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(leaf.grad[n], one.grad, rtol=1e-5, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -491,64 +412,11 @@ def test_cli_sweep_writes_csv_and_png(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The CPU fast path: closed-form loss gradients and the MLP's hand-written backward equal autograd
-
-@pytest.mark.parametrize("name, overrides", [
-    ("ce", [{}, {"ce_weight": 0.5}]),
-    ("label_smoothing", [{"smoothing": 0.1}, {"smoothing": 0.3, "ce_weight": 2.0}]),
-    ("kd", [{"temperature": 1.0}, {"temperature": 4.0, "kd_weight": 2.0}, {"temperature": 16.0, "warmup": 4}]),
-    ("ttm", [{"temperature": 2.0}, {"temperature": 10.0, "beta": 5.0, "warmup": 3}]),
-    ("wttm", [{"temperature": 1.0}, {"temperature": 10.0, "beta": 0.5}]),
-])
-def test_fused_terms_and_gradient_equal_autograd(name, overrides):
-    generator = torch.Generator().manual_seed(2)
-    count, batch, classes = len(overrides), 7, 6
-    student_logits = (4 * torch.randn(count, batch, classes, generator=generator, dtype=torch.float64))
-    teacher_logits = 4 * torch.randn(count, batch, classes, generator=generator, dtype=torch.float64)
-    targets = torch.randint(0, classes, (count, batch), generator=generator)
-    methods = [get_method(name, **o) for o in overrides]
-    for epoch in (1, 2, 6):  # inside and after the warm-ups
-        leaf = student_logits.clone().requires_grad_()
-        expected = sweep_module._stacked_terms(methods, leaf, teacher_logits, targets, epoch)
-        sum(expected.values()).sum().backward()
-        terms, loss, grad = sweep_module._fused_terms(methods, student_logits.float(), teacher_logits.float(),
-                                                      targets, epoch, cache={})
-        assert list(terms) == list(expected)
-        for term, value in expected.items():
-            torch.testing.assert_close(terms[term].double(), value.detach(), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(loss.double(), sum(expected.values()).detach(), rtol=1e-5, atol=1e-6)
-        assert grad.shape == student_logits.shape and grad.dtype == torch.float32
-        torch.testing.assert_close(grad.double(), leaf.grad, rtol=1e-4, atol=1e-7)
-
-
-def test_fused_gradient_matches_finite_differences_in_float64():
-    """The closed forms themselves, independently of autograd: central differences of the fused loss."""
-    generator = torch.Generator().manual_seed(3)
-    z = 2 * torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
-    v = 2 * torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
-    targets = torch.randint(0, 4, (2, 3), generator=generator)
-    for name, overrides in [("kd", {"temperature": 3.0}), ("wttm", {"temperature": 5.0}),
-                            ("label_smoothing", {"smoothing": 0.2})]:
-        methods = [get_method(name, **overrides)] * 2
-        cache = {}
-
-        def total(logits):  # the loss in float64 (the fused terms are returned in float32)
-            return sum(sweep_module._stacked_terms(methods, logits, v, targets, 1).values()).sum()
-
-        _, _, grad = sweep_module._fused_terms(methods, z, v, targets, 1, cache)
-        step = 1e-6
-        numeric = torch.zeros_like(z)
-        for index in np.ndindex(*z.shape):
-            plus, minus = z.clone(), z.clone()
-            plus[index] += step
-            minus[index] -= step
-            numeric[index] = (total(plus) - total(minus)) / (2 * step)
-        torch.testing.assert_close(grad.double(), numeric, rtol=1e-4, atol=1e-6)
-
+# The stacked MLP: each student's logits and gradients equal its own module's
 
 @pytest.mark.parametrize("shared_input", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_stacked_mlp_backward_equals_autograd(shared_input, bias):
+def test_stacked_mlp_equals_each_student(shared_input, bias):
     """Flatten, Linear, ReLU, Linear, Linear (a layer without ReLU before it), with and without biases."""
     from torch import nn
     from torch.func import stack_module_state
@@ -568,20 +436,56 @@ def test_stacked_mlp_backward_equals_autograd(shared_input, bias):
 
     logits = model(params, buffers, images)
     (logits * upstream).sum().backward()
-    expected = {name: param.grad.clone() for name, param in params.items()}
-    for param in params.values():
-        param.grad = None
-
-    manual_logits = model.forward_train(params, images)
-    torch.testing.assert_close(manual_logits, logits.detach())
-    model.backward(params, upstream)
-    for name, param in params.items():
-        torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
-    # and each student's slice equals its own module's autograd gradient
+    # each student's logits and gradient slice equal its own module's
     for n, student in enumerate(students):
         one = images if shared_input else images[streams[n]]
+        torch.testing.assert_close(logits[n].detach(), student(one).detach(), rtol=1e-5, atol=1e-6)
         (student(one) * upstream[n]).sum().backward()
         for name, param in student.named_parameters():
             torch.testing.assert_close(params[name].grad[n], param.grad, rtol=1e-5, atol=1e-6, msg=name)
-    with pytest.raises(RuntimeError, match="forward_train"):
-        model.backward(params, upstream)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A method registered by the user: distill and sweep (batched by vmap) agree on it
+
+def _squared_logit_terms(student_logits, teacher_logits, targets, epoch, temperature, ce_weight, match_weight):
+    """CE plus a tempered logit-matching term (ours, for the test): mean_b |z / T - v / T|^2 / K."""
+    match = ((student_logits - teacher_logits) / temperature).pow(2).mean(dim=-1).mean()
+    return {"ce": ce_weight * kdlab.losses.cross_entropy(student_logits, targets), "match": match_weight * match}
+
+
+def test_registered_method_is_listed_and_batched_and_equals_distill(transfer, teacher, monkeypatch):
+    kdlab.register_method("squared_logits", _squared_logit_terms,
+                          {"temperature": 2.0, "ce_weight": 1.0, "match_weight": 0.5})
+    try:
+        assert kdlab.list_methods()["squared_logits"] == {"temperature": 2.0, "ce_weight": 1.0, "match_weight": 0.5}
+        assert get_method("squared_logits").term_names == ("ce", "match")
+        calls = _count_group_calls(monkeypatch)
+        batched = []
+        original = sweep_module._BatchedTerms.__call__
+        monkeypatch.setattr(sweep_module._BatchedTerms, "__call__",
+                            lambda self, *args: batched.append(1) or original(self, *args))
+        frame, students = kdlab.sweep(teacher, transfer, student="mlp16", method="squared_logits",
+                                      grid={"temperature": [1.0, 4.0], "match_weight": [0.5, 2.0]}, epochs=2,
+                                      lr=0.05, progress=False, return_students=True)
+        assert calls == [4] and batched  # one batched group, its terms from vmapped calls
+        final = frame[frame["epoch"] == 2].reset_index(drop=True)
+        assert {"ce", "match"} <= set(final.columns)
+        for n, row in final.iterrows():
+            alone, history = distill(teacher, transfer, student="mlp16", method="squared_logits",
+                                     temperature=row["temperature"], match_weight=row["match_weight"], epochs=2,
+                                     lr=0.05, progress=False)
+            assert _relative_weight_difference(students[int(row["config"])], alone) < 1e-4
+            assert row["match"] == pytest.approx(history["match"].iloc[-1], rel=1e-4)
+    finally:
+        kdlab.methods._REGISTRY.pop("squared_logits", None)
+
+
+def test_register_method_rejects_bad_input():
+    with pytest.raises(TypeError, match="terms must be a function"):
+        kdlab.register_method("bad", 3, {})
+    with pytest.raises(TypeError, match=r"defaults\['temperature'\] must be a finite number"):
+        kdlab.register_method("bad", _squared_logit_terms, {"temperature": "2"})
+    with pytest.raises(TypeError, match="must return a dict of named scalar"):
+        kdlab.register_method("bad", lambda *args, **hp: 1.0, {})
+    assert "bad" not in kdlab.list_methods()
