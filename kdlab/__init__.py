@@ -26,6 +26,7 @@ from kdlab.losses import (
     dtkd_temperatures,
     kd_loss,
     lskd_loss,
+    normkd_loss,
     ttm_loss,
     wttm_loss,
 )
