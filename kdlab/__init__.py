@@ -27,6 +27,7 @@ from kdlab.losses import (
     kd_loss,
     lskd_loss,
     normkd_loss,
+    standardize,
     ttm_loss,
     wttm_loss,
 )
