@@ -26,6 +26,8 @@ from kdlab.losses import (
     dtkd_temperatures,
     kd_loss,
     lskd_loss,
+    normkd_loss,
+    standardize,
     ttm_loss,
     wttm_loss,
 )

@@ -15,20 +15,29 @@ answer for a fraction of the student-epochs by stopping clearly worse candidates
    each round an honest measurement of "training for that long" under any learning-rate schedule.
 3. After a round that is not the last, the leader is the candidate with the highest mean final test accuracy.
    Every other candidate is compared with it by ``kdlab.compare`` (paired by seed, Student-t interval at
-   ``confidence``). A candidate is dropped only when (a) its whole interval lies below zero (verdict "worse")
-   and (b) it is not catching up: its gap to the leader at the end of the round is at least as large as at
-   the round's half-way epoch (rounds of 1 epoch have no half-way point and skip (b)). Candidates that cannot
-   be told apart from the leader always go on.
-4. The last round trains the survivors for the full E epochs; the recommendation is the survivor with the
+   ``confidence``). A candidate is **dropped as worse** only when (a) its whole interval lies below zero
+   (verdict "worse") and (b) it is not catching up: its gap to the leader at the end of the round is at least
+   as large as at the round's half-way epoch (rounds of 1 epoch have no half-way point and skip (b)).
+4. **The halving cap** (``cap=True``, the default): at most ceil(n / eta) of the round's n candidates go on
+   (9 -> 3 -> 1 for the nine defaults). When more candidates than that survive step 3 — they cannot be told
+   apart from the leader — the ones with the highest mean accuracy go on and the others are **not continued**
+   (reason "halving cap" in the table; their interval against the leader is kept, so the table shows they were
+   ties, not losers). The cap is what bounds the cost: with restarts, a round that keeps k candidates costs
+   k x seeds x its budget, so E/9, E/3, E with 9 -> 3 -> 1 candidates costs at most
+   (9/9 + 3/3 + 1) x E x seeds = 3 E x seeds student-epochs, 1/3 of the full grid's 9 E x seeds (plus
+   rounding of the budgets; 140 of 450 for E = 10). Without the cap (``cap=False``) every tie goes on, and
+   when many candidates are ties the search can cost more than the full grid.
+5. The last round trains the survivors for the full E epochs; the recommendation is the survivor with the
    highest mean final test accuracy, and the table says which survivors cannot be told apart from it.
 
 **What it does not guarantee.** Frank & Davis (2026) report that under SGD a small T leads early in training
 and a larger T later, in long training. A short round measures short training, so a candidate that is worse
-after a short budget *and* not yet catching up is dropped even if it would have won at the full length; rule
-(b) protects only against reversals that have begun inside the round. The cost is not fixed either: it depends
-on how many candidates the intervals can separate early (few seeds give wide intervals and keep more
-candidates). ``benchmarks/bench_choose.py`` measures both on mnist10k against the full grid, and notebook 06
-shows what a naive rule (keep the early leader) would have chosen.
+(or only ranked lower among ties) after a short budget can be stopped even if it would have won at the full
+length; rule (b) protects only against reversals that have begun inside a round. The table therefore keeps each
+stopped candidate's round, verdict and reason, and ``explain()`` says when the leader changed between rounds
+(an unstable ranking: train the stopped neighbours of the winner at full length if it matters).
+``benchmarks/bench_choose.py`` measures cost and quality on mnist10k against the full grid, and notebook 06
+shows what a naive rule (keep the leader after the first round) would have chosen.
 """
 from __future__ import annotations
 
@@ -49,7 +58,8 @@ __all__ = ["choose_temperature", "TemperatureChoice", "DEFAULT_TEMPERATURES", "r
 # CTKD's learned T inside [1, 21], Frank & Davis's 1-16), fine enough that neighbours are hard to tell apart.
 DEFAULT_TEMPERATURES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 _TABLE_COLUMNS = ("temperature", "mean", "difference", "ci_low", "ci_high", "verdict", "n", "epochs",
-                  "dropped_in_round")
+                  "dropped_in_round", "reason")
+_WORSE, _CAPPED = "worse", "halving cap"
 
 
 @dataclasses.dataclass
@@ -63,12 +73,14 @@ class TemperatureChoice:
             seeds, after "epochs" epochs — the budget of the last round it was trained in), "difference",
             "ci_low", "ci_high", "verdict" (``kdlab.compare`` against the leader of that round, paired by
             seed; the leader's own row has difference 0 and verdict "leader"), "n" (paired seeds), "epochs",
-            "dropped_in_round" (the round after which it was dropped; <NA> if it reached the last round).
+            "dropped_in_round" (the round after which it stopped; <NA> if it reached the last round), "reason"
+            ("worse": interval below the leader and not catching up; "halving cap": a tie with the leader ranked
+            below the ceil(n / eta) that went on; "" for the last round's candidates).
         student_epochs: student-epochs trained over all rounds (one student trained for one epoch = 1).
         full_grid_student_epochs: what the full grid would cost (candidates x seeds x E).
         budgets: the epochs of each round. seconds: wall time of the whole search.
         results: every round's ``kdlab.sweep`` frame, with a "round" column (0-based).
-        confidence: the interval level used.
+        confidence: the interval level used. leaders: the leader (highest mean) of each round, in order.
     """
 
     temperature: float
@@ -79,6 +91,7 @@ class TemperatureChoice:
     seconds: float
     results: pd.DataFrame
     confidence: float = 0.95
+    leaders: tuple = ()
 
     def plot(self, axes=None):
         """Accuracy vs T with the intervals, dropped candidates marked (``kdlab.plots.temperature_choice``)."""
@@ -116,9 +129,21 @@ class TemperatureChoice:
         dropped = table[table["dropped_in_round"].notna()]
         for round_index, rows in dropped.groupby("dropped_in_round", sort=True):
             budget = int(rows["epochs"].iloc[0])
-            names = _join([f"T = {t:g}" for t in rows["temperature"]])
-            parts.append(f"Dropped after round {int(round_index) + 1} ({budget} epoch{'s' if budget != 1 else ''}): "
-                         f"{names}, each worse than that round's leader at {level} and not catching up.")
+            when = f"after round {int(round_index) + 1} ({budget} epoch{'s' if budget != 1 else ''})"
+            worse_rows = rows[rows["reason"] == _WORSE]
+            capped_rows = rows[rows["reason"] == _CAPPED]
+            if len(worse_rows):
+                names = _join([f"T = {t:g}" for t in worse_rows["temperature"]])
+                parts.append(f"Dropped {when}: {names}, each worse than that round's leader at {level} and not "
+                             f"catching up.")
+            if len(capped_rows):
+                names = _join([f"T = {t:g}" for t in capped_rows["temperature"]])
+                parts.append(f"Not continued {when}: {names}, which could not be told apart from that round's "
+                             f"leader but ranked below the candidates that went on (the halving cap).")
+        if len(self.leaders) > 1 and len(set(self.leaders)) > 1:
+            sequence = ", ".join(f"T = {t:g}" for t in self.leaders)
+            parts.append(f"The leader changed between rounds ({sequence}): the early ranking was not stable, so a "
+                         f"candidate stopped early might have won at the full length.")
         ratio = self.student_epochs / self.full_grid_student_epochs
         parts.append(f"Cost: {self.student_epochs} student-epochs, {ratio:.0%} of the full grid's "
                      f"{self.full_grid_student_epochs}, in {self.seconds:.0f} s.")
@@ -151,7 +176,7 @@ def round_budgets(epochs, rounds=3, eta=3):
 
 def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatures=None,
                        seeds=(0, 1, 2), epochs=None, progress=True, *, rounds=3, eta=3, confidence=0.95,
-                       out=None, recipe=None, device="auto", **common) -> TemperatureChoice:
+                       cap=True, out=None, recipe=None, device="auto", **common) -> TemperatureChoice:
     """Recommend a temperature for ``teacher`` -> ``student`` on ``dataset``, dropping clearly worse T early.
 
     teacher, dataset, student, recipe, device and ``**common`` (``optimizer``, ``lr``, ``batch_size``,
@@ -161,7 +186,8 @@ def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd"
     method: a method with a temperature (see ``kdlab.list_methods()``). temperatures: the candidates (default
     ``DEFAULT_TEMPERATURES``, 1 to 16). seeds: at least 2 (an interval needs 2 pairs; 5 give much tighter
     intervals). epochs: the full training length E (default: the recipe's). rounds, eta: the round budgets
-    (:func:`round_budgets`). confidence: the level of ``kdlab.compare``'s intervals. out: a folder; each
+    (:func:`round_budgets`). confidence: the level of ``kdlab.compare``'s intervals. cap: the halving cap (at
+    most ceil(n / eta) candidates go on after each round; False keeps every tie). out: a folder; each
     round's sweep is saved in ``out/round-<r>`` and a rerun loads finished runs instead of training them.
 
     The algorithm and what it does not guarantee are in the module docstring (``help(kdlab.choose)``).
@@ -183,6 +209,8 @@ def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd"
         raise ValueError(f"confidence must be a number in (0, 1), e.g. 0.95, got {confidence!r}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not isinstance(cap, bool):
+        raise TypeError(f"cap must be True or False, got {cap!r}")
     if epochs is None:
         # the recipe's student epochs, resolved as kdlab.train resolves recipes (explicit > recipe > by dataset)
         name = dataset.name if isinstance(dataset, Dataset) else str(dataset)
@@ -201,7 +229,7 @@ def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd"
 
     start = time.perf_counter()
     survivors = list(temperatures)
-    rows, frames, cost = {}, [], 0
+    rows, frames, cost, leaders = {}, [], 0, []
     for round_index, budget in enumerate(budgets):
         last = round_index == len(budgets) - 1
         folder = Path(out) / f"round-{round_index}" if out is not None else None
@@ -213,7 +241,8 @@ def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd"
         cost += len(survivors) * len(seeds) * budget
         table = _round_table(frame, confidence)
         leader = table.loc[table["mean"].idxmax(), "temperature"]
-        drop = set()
+        leaders.append(float(leader))
+        drop = {}
         if not last:
             halfway = _half_way_gaps(frame, leader, budget, confidence)
             for row in table.itertuples():
@@ -221,11 +250,18 @@ def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd"
                     continue
                 if halfway is not None and not row.difference <= halfway.get(row.temperature, -math.inf):
                     continue  # the gap is shrinking: it is catching up, keep it
-                drop.add(row.temperature)
+                drop[row.temperature] = _WORSE
+            if cap:
+                keep = max(1, math.ceil(len(survivors) / eta))
+                going_on = table[~table["temperature"].isin(list(drop))].sort_values(
+                    ["mean", "temperature"], ascending=[False, True])
+                for temperature in going_on["temperature"].iloc[keep:]:
+                    drop[temperature] = _CAPPED
         for row in table.to_dict("records"):
             if last or row["temperature"] in drop:
                 rows[row["temperature"]] = {**row, "epochs": budget,
-                                            "dropped_in_round": pd.NA if last else round_index}
+                                            "dropped_in_round": pd.NA if last else round_index,
+                                            "reason": "" if last else drop[row["temperature"]]}
         survivors = [t for t in survivors if t not in drop]
     seconds = time.perf_counter() - start
 
@@ -236,7 +272,7 @@ def choose_temperature(teacher, dataset="mnist10k", student="mlp64", method="kd"
     return TemperatureChoice(temperature=recommended, table=table, student_epochs=int(cost),
                              full_grid_student_epochs=len(temperatures) * len(seeds) * budgets[-1],
                              budgets=budgets, seconds=seconds, results=pd.concat(frames, ignore_index=True),
-                             confidence=float(confidence))
+                             confidence=float(confidence), leaders=tuple(leaders))
 
 
 def _round_table(frame, confidence, epoch="last"):

@@ -35,7 +35,7 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
-from kdlab.losses import dtkd_temperatures, kd_loss, ttm_loss, wttm_loss
+from kdlab.losses import LearnableTemperature, dtkd_temperatures, kd_loss, ttm_loss, wttm_loss
 from kdlab.temperature import entropy, power_sum, smoothing_for_entropy, temperature_for_entropy
 
 __all__ = [
@@ -139,7 +139,7 @@ def _register(exercise: _Exercise) -> None:
 
 
 def names(notebook: str | None = None) -> list[str]:
-    """The exercises' names, optionally only those of one notebook ("01" ... "05")."""
+    """The exercises' names, optionally only those of one notebook ("01" ... "06")."""
     return [name for name, exercise in _EXERCISES.items() if notebook is None or exercise.notebook == notebook]
 
 
@@ -979,6 +979,57 @@ _register(_Exercise(
          "from its value 9 at T = 1."),
         (lambda given: 255.0, "the growth factor is 16^2 / 1^2, a ratio, not a difference."),
     ]),
+))
+
+
+_NORMKD_LOGITS = (4.0, 1.0, 0.0, -1.0, -4.0)
+
+
+def _normkd_teacher_temperature(unbiased=True, t_norm=2.0):
+    logits = torch.tensor(_NORMKD_LOGITS, dtype=torch.float64)
+    return t_norm * float(logits.std(unbiased=unbiased))
+
+
+_register(_Exercise(
+    name="normkd_temperature", notebook="06", kind="number",
+    statement=("NormKD gives each sample the temperature T_norm * std(v) of its own logits (torch's unbiased std, "
+               "as in the official code). A teacher sample has logits v = [4, 1, 0, -1, -4]; with T_norm = 2, what "
+               "is its temperature?"),
+    explanation=("mean(v) = 0; the unbiased variance is (16 + 1 + 0 + 1 + 16) / (5 - 1) = 8.5, std = 2.9155, so "
+                 "T = 2 * 2.9155 = 5.83. A sample with logits twice as spread out gets twice the temperature."),
+    code="v = torch.tensor([4.0, 1.0, 0.0, -1.0, -4.0], dtype=torch.float64)\nanswer = 2 * float(v.std())   # 5.83\n",
+    checker=_number_checker(lambda given: _normkd_teacher_temperature(), [
+        (lambda given: _normkd_teacher_temperature(unbiased=False),
+         "you divided by K = 5 (population std); torch's std, which NormKD's code uses, divides by K - 1 = 4."),
+        (lambda given: _normkd_teacher_temperature(t_norm=1.0), "T_norm = 2 is missing: the temperature is T_norm * std."),
+        (lambda given: 2.0 * 8.5, "you took the variance (8.5), not the standard deviation."),
+        (lambda given: 2.0 * 6.8, "you took the population variance (6.8), not the unbiased standard deviation."),
+    ]),
+))
+
+
+def _ctkd_lambda(epoch, form="cosine"):
+    curriculum = LearnableTemperature()
+    if form == "linear":
+        return -min(epoch, curriculum.decay_epochs) / curriculum.decay_epochs
+    return curriculum.reversal_strength(epoch)
+
+
+_register(_Exercise(
+    name="ctkd_lambda", notebook="06", kind="number",
+    statement=("CTKD's gradient-reversal factor follows the cosine curriculum lambda(e) = lambda_min + (lambda_max - "
+               "lambda_min) * (cos(pi e / 10) + 1) / 2 with lambda_max = 0 and lambda_min = -1 (10 decay epochs). "
+               "What is lambda at epoch e = 3?"),
+    explanation=("(cos(0.3 pi) + 1) / 2 = (0.5878 + 1) / 2 = 0.7939, so lambda = -1 + 0.7939 = -0.206. It is "
+                 "negative: the temperature's parameter *ascends* the KD loss, a bit more every epoch."),
+    code="answer = -1 + (math.cos(math.pi * 3 / 10) + 1) / 2   # -0.206\n",
+    checker=_number_checker(lambda given: _ctkd_lambda(3), [
+        (lambda given: -_ctkd_lambda(3), "the sign: lambda runs from 0 down to -1 (a gradient *reversal*)."),
+        (lambda given: _ctkd_lambda(3, "linear"), "a linear ramp gives -0.3; CTKD's curriculum is a cosine."),
+        (lambda given: 1 + _ctkd_lambda(3), "you left out lambda_min = -1: (cos + 1) / 2 is the fraction of the way "
+         "still to go."),
+        (lambda given: -1 + (math.cos(3 / 10) + 1) / 2, "the cosine's argument is pi * e / 10 (radians), not e / 10."),
+    ], rtol=0.005),
 ))
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "dtkd_loss",
     "lskd_loss",
     "normkd_loss",
+    "standardize",
     "dkd_loss",
     "LearnableTemperature",
 ]
@@ -238,6 +239,15 @@ def normkd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean
 def _spread(logits):
     """Per-sample unbiased std over the classes, shape (B, 1), never exactly 0."""
     return logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny).sqrt()
+
+
+def standardize(logits):
+    """LS-KD's z-score of each sample's logits: Z(x) = (x - mean(x)) / (std(x) + 1e-7), torch's unbiased std.
+
+    Sun et al. (2024), "Logit Standardization in Knowledge Distillation", CVPR (``lskd_loss`` tempers Z(x)).
+    Z(a x + b) = Z(x) for every a > 0 and b (up to the 1e-7): the logits' scale and shift are removed.
+    """
+    return _standardize(logits)
 
 
 def _standardize(logits):

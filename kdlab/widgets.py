@@ -28,11 +28,11 @@ import ipywidgets
 import torch
 from matplotlib.figure import Figure
 
-from kdlab.losses import dtkd_temperatures, kd_loss, ttm_loss
+from kdlab.losses import dtkd_temperatures, kd_loss, lskd_loss, standardize, ttm_loss
 from kdlab.temperature import entropy, power_sum, power_transform, renyi_entropy, sharpness, tempered_softmax
 
 __all__ = ["temperature_explorer", "power_transform_explorer", "renyi_explorer", "dtkd_explorer",
-           "entropy_matching_explorer"]
+           "entropy_matching_explorer", "affine_invariance_explorer"]
 
 _HIGHLIGHT = "#D55E00"  # the target (or arg-max) class
 _BAR = "#0072B2"
@@ -439,6 +439,75 @@ def entropy_matching_explorer(teacher_logits, top=20):
 
 # ----------------------------------------------------------------------------------------------------------
 # The shared machinery: every builder ends with ``return _explorer(sliders, draw, figsize)``.
+
+def affine_invariance_explorer(student_logits, teacher_logits, temperature=2.0, class_names=None):
+    """Scale and shift the student's logits: KD's loss moves, LS-KD's does not.
+
+    LS-KD (Sun et al. 2024) tempers the z-scored logits Z(x) = (x - mean(x)) / std(x) (``kdlab.standardize``),
+    and Z(a z + b) = Z(z) for every a > 0 and b: the student is free to choose the scale and the shift of its
+    logits. KD (``kd_loss``) at the same temperature sees a z + b as it is. The sliders "scale" (a, log scale
+    0.1 to 10) and "shift" (b, -20 to 20) transform the student's logits of the sample chosen with "sample";
+    the panels show a z + b, its z-score beside the z-score of z, and both losses for that sample.
+
+    Args:
+        student_logits, teacher_logits: tensors (N, K) (or (K,)). temperature: the shared temperature of both
+            losses (LS-KD's base tau; default 2, LS-KD's CIFAR setting). class_names: optional K names.
+
+    Returns an ipywidgets.VBox with ``.sliders`` ("scale", "shift", "sample"), ``.figure``, ``.output`` and
+    ``.state``: "scale", "shift", "sample", "transformed" (a z + b), "zscore" (its z-score), "zscore_change"
+    (max |Z(a z + b) - Z(z)|), "kd" and "lskd" (the losses of the transformed logits), "kd_untransformed"
+    and "lskd_untransformed" (a = 1, b = 0).
+    """
+    student = _check_logits(student_logits, "student_logits")
+    teacher = _check_logits(teacher_logits, "teacher_logits")
+    if student.shape != teacher.shape:
+        raise ValueError(f"student_logits and teacher_logits must have the same shape, got "
+                         f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    num_samples, num_classes = student.shape
+    names = _check_class_names(class_names, num_classes)
+    sliders = {
+        "scale": _temperature_slider("scale", 1.0, -1, 1),
+        "shift": ipywidgets.FloatSlider(value=0.0, min=-20.0, max=20.0, step=0.5, description="shift",
+                                        continuous_update=True, style={"description_width": "initial"}),
+        "sample": _sample_slider(num_samples),
+    }
+
+    def draw(figure, scale, shift, sample):
+        row, target = student[sample:sample + 1], teacher[sample:sample + 1]
+        transformed = scale * row + shift
+        zscore, original = standardize(transformed), standardize(row)
+        state = {
+            "scale": float(scale), "shift": float(shift), "sample": int(sample),
+            "transformed": transformed[0], "zscore": zscore[0],
+            "zscore_change": float((zscore - original).abs().max()),
+            "kd": float(kd_loss(transformed, target, temperature)),
+            "lskd": float(lskd_loss(transformed, target, temperature)),
+            "kd_untransformed": float(kd_loss(row, target, temperature)),
+            "lskd_untransformed": float(lskd_loss(row, target, temperature)),
+        }
+        left, middle, right = _panels(figure, 3, widths=[1.2, 1.2, 0.8])
+        left.bar(range(num_classes), state["transformed"].tolist(), color=_BAR)
+        left.set_title(f"student logits a z + b (a = {scale:.3g}, b = {shift:+.3g})", fontsize=10)
+        middle.bar(range(num_classes), state["zscore"].tolist(), color=_BAR, label="Z(a z + b)")
+        middle.plot(range(num_classes), original[0].tolist(), "o", color=_HIGHLIGHT, label="Z(z)")
+        middle.legend(loc="best", fontsize=8)
+        middle.set_title(f"z-scores: max |change| = {state['zscore_change']:.1e}", fontsize=10)
+        for ax in (left, middle):
+            ax.set_xticks(range(num_classes), names)
+            ax.axhline(0, color=_MUTED, linewidth=0.8)
+        ratios = [state["kd"] / state["kd_untransformed"], state["lskd"] / state["lskd_untransformed"]]
+        right.bar([0, 1], ratios, color=[_MUTED, _BAR])
+        right.set_xticks([0, 1], [f"KD\n{state['kd']:.3g}", f"LS-KD\n{state['lskd']:.3g}"])
+        right.axhline(1, color=_HIGHLIGHT, linewidth=0.8)
+        right.set_yscale("log")
+        right.set_title(f"loss / loss at a=1, b=0 (T = {temperature:g})", fontsize=10)
+        return state
+
+    return _explorer(sliders, draw, figsize=(11, 3.2))
+
 
 def _explorer(sliders, draw, figsize):
     """Assemble the VBox every builder returns and draw it once.

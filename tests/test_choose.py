@@ -57,7 +57,7 @@ def test_clearly_worse_candidates_are_dropped_and_close_ones_kept(monkeypatch):
     monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
         lambda t, s, e, E: 90.0 + offsets[float(t)] + _noise(t, s) - 2.0 / e, calls))
     choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
-                                      epochs=10, progress=False)
+                                      epochs=10, progress=False, cap=False)  # the interval rule alone
     assert choice.budgets == (1, 3, 10)
     assert [c["epochs"] for c in calls] == [1, 3, 10]
     assert calls[0]["temperatures"] == [1.0, 2.0, 4.0, 8.0, 16.0]
@@ -104,7 +104,7 @@ def test_inconclusive_candidates_are_never_dropped(monkeypatch):
     monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
         lambda t, s, e, E: 85.0 + 0.3 * float(t) + 5.0 * math.sin(11.0 * t * (s + 1)), calls))
     choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 3], seeds=[0, 1], epochs=9,
-                                      progress=False)
+                                      progress=False, cap=False)
     assert [c["temperatures"] for c in calls] == [[1.0, 2.0, 3.0]] * 3
     assert choice.table["dropped_in_round"].isna().all()
     assert choice.student_epochs == 3 * 2 * (1 + 3 + 9) > choice.full_grid_student_epochs
@@ -115,7 +115,7 @@ def test_explain_and_plot_are_printed_from_the_numbers(monkeypatch):
     monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
         lambda t, s, e, E: 90.0 + offsets[float(t)] + _noise(t, s), []))
     choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
-                                      epochs=10, progress=False)
+                                      epochs=10, progress=False, cap=False)
     text = choice.explain()
     mean4 = choice.table.set_index("temperature").loc[4.0, "mean"]
     assert text.startswith(f"Recommended T = 4: mean test accuracy {mean4:.2f} % after 10 epochs (5 seeds).")
@@ -130,6 +130,49 @@ def test_explain_and_plot_are_printed_from_the_numbers(monkeypatch):
     assert ax.get_xlabel().startswith("temperature") and "[%]" in ax.get_ylabel()
     with pytest.raises(ValueError, match="TemperatureChoice.table"):
         kdlab.plots.temperature_choice(pd.DataFrame({"temperature": [1.0]}))
+
+
+def test_the_halving_cap_bounds_the_cost_to_a_third_and_marks_the_ties_it_stops(monkeypatch):
+    # nine candidates that cannot be told apart (noise >> differences), so only the cap stops any of them
+    temperatures = [1, 1.5, 2, 3, 4, 6, 8, 12, 16]
+    calls = []
+    monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
+        lambda t, s, e, E: 85.0 + 0.05 * float(t) + 4.0 * math.sin(11.0 * t * (s + 1)), calls))
+    choice = kdlab.choose_temperature(None, "mnist10k", temperatures=temperatures, seeds=[0, 1, 2, 3, 4], epochs=10,
+                                      progress=False)
+    assert [len(c["temperatures"]) for c in calls] == [9, 3, 1]
+    assert choice.student_epochs == 9 * 5 * 1 + 3 * 5 * 3 + 1 * 5 * 10 == 140
+    assert choice.student_epochs <= choice.full_grid_student_epochs / 3
+    table = choice.table.set_index("temperature")
+    stopped = table[table["dropped_in_round"].notna()]
+    assert len(stopped) == 8 and "halving cap" in set(stopped["reason"]) <= {"halving cap", "worse"}
+    capped = stopped[stopped["reason"] == "halving cap"]
+    assert (capped["verdict"] != "worse").all()  # ties, not losers
+    assert (stopped.loc[stopped["reason"] == "worse", "verdict"] == "worse").all()
+    # the candidates that went on after round 1: the three highest means of round 1 among those not worse
+    first = choice.results[choice.results["round"] == 0].groupby("temperature")["test_acc"].mean()
+    worse_first = table[(table["dropped_in_round"] == 0) & (table["reason"] == "worse")].index
+    assert sorted(calls[1]["temperatures"]) == sorted(first.drop(worse_first).nlargest(3).index.tolist())
+    assert table.loc[choice.temperature, "reason"] == "" and pd.isna(table.loc[choice.temperature, "dropped_in_round"])
+    text = choice.explain()
+    assert "Not continued after round 1 (1 epoch)" in text and "halving cap" in text
+    assert len(choice.leaders) == 3 and choice.leaders[-1] == choice.temperature
+    if len(set(choice.leaders)) > 1:
+        assert "The leader changed between rounds" in text
+
+
+def test_the_cap_never_overrides_the_interval_rule(monkeypatch):
+    # T = 1 and 16 are clearly worse: dropped as "worse" even though the cap alone would keep two candidates
+    offsets = {1.0: -5.0, 2.0: -0.1, 4.0: 0.0, 8.0: -0.15, 16.0: -8.0}
+    calls = []
+    monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
+        lambda t, s, e, E: 90.0 + offsets[float(t)] + _noise(t, s) - 2.0 / e, calls))
+    choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
+                                      epochs=10, progress=False)
+    table = choice.table.set_index("temperature")
+    assert table.loc[1.0, "reason"] == "worse" and table.loc[16.0, "reason"] == "worse"
+    assert len(calls[1]["temperatures"]) == 2 and 4.0 in calls[1]["temperatures"]
+    assert choice.temperature == 4.0
 
 
 def test_the_last_round_is_a_plain_sweep_of_the_survivors():
@@ -179,6 +222,7 @@ def test_user_data_from_tensors_and_an_nn_module_student(tmp_path):
     ({"method": "ce"}, ValueError, "no temperature"),
     ({"confidence": 1.5}, ValueError, "confidence"),
     ({"progress": "yes"}, TypeError, "progress"),
+    ({"cap": 1}, TypeError, "cap"),
     ({"temperature": 4}, TypeError, "temperatures=..."),
     ({"recipe": "imagenet"}, ValueError, "recipe"),
 ])

@@ -387,7 +387,7 @@ def test_power_sum_bound_is_the_uniform_value():
 
 
 def test_every_notebook_has_an_exercise():
-    for notebook in ["01", "02", "03", "04", "05"]:
+    for notebook in ["01", "02", "03", "04", "05", "06"]:
         assert exercises.names(notebook), notebook
 
 
@@ -486,3 +486,15 @@ def test_solution_switch_fills_in_a_stub(monkeypatch):
     for name in ["kd_loss", "ttm_loss", "wttm_loss", "dtkd_temperatures"]:
         feedback = exercises.check(name, stub)
         assert feedback.passed and "worked solution" in feedback.message, feedback.message
+
+
+@pytest.mark.parametrize("name, right, wrong, words", [
+    ("normkd_temperature", 2 * math.sqrt(8.5), 2 * math.sqrt(6.8), "population std"),
+    ("normkd_temperature", 2 * math.sqrt(8.5), 17.0, "variance"),
+    ("ctkd_lambda", -1 + (math.cos(0.3 * math.pi) + 1) / 2, 0.2061, "sign"),
+    ("ctkd_lambda", -1 + (math.cos(0.3 * math.pi) + 1) / 2, -0.3, "linear"),
+])
+def test_notebook_06_numbers_name_the_wrong_step(name, right, wrong, words):
+    assert exercises.check(name, right).passed
+    feedback = exercises.check(name, wrong)
+    assert not feedback.passed and words in feedback.message, feedback.message

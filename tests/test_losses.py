@@ -537,8 +537,11 @@ def test_every_loss_is_finite_and_non_negative_at_extremes(batch, num_classes, l
 
 
 # --- NormKD (Chi et al. 2023; official code gizi1/NormKD, mdistiller/distillers/NormKD.py) ------------------
-# Golden values computed independently in float64 with NumPy from the official formula (kd_loss_normal):
-# T_t = T_norm * std(v, ddof=1), T_s = T_norm * std(z, ddof=1), loss_b = T_t^2 * KL(softmax(v/T_t) || softmax(z/T_s)).
+# Golden values: the official ``kd_loss_normal`` (repository gizi1/NormKD, file mdistiller/distillers/NormKD.py,
+# commit cb535280da2d0f4780314246e49ad5343da93089), run unchanged in float64 on these inputs (per sample: one row
+# at a time, since its reduction is the batch mean). Its formula: T_t = T_norm * std(v, unbiased),
+# T_s = T_norm * std(z, unbiased), loss_b = T_t^2 * KL(softmax(v/T_t) || softmax(z/T_s)); they also agree with an
+# independent NumPy computation of that formula.
 
 @pytest.mark.parametrize(
     "temperature, per_sample, mean",
@@ -552,6 +555,15 @@ def test_normkd_golden(temperature, per_sample, mean):
     torch.testing.assert_close(normkd_loss(STUDENT, TEACHER, temperature, reduction="none"), as_tensor(per_sample),
                                rtol=0, atol=GOLDEN)
     assert normkd_loss(STUDENT, TEACHER, temperature).item() == pytest.approx(mean, abs=GOLDEN)
+
+
+def test_normkd_golden_on_wider_random_logits():
+    # 6 samples x 10 classes, teacher spread ~3; the official kd_loss_normal (commit cb53528, see above) gives
+    # 8.092253752692194 for T_norm = 2 on exactly these float64 inputs
+    generator = torch.Generator().manual_seed(11)
+    student = 2 * torch.randn(6, 10, generator=generator, dtype=torch.float64)
+    teacher = 3 * torch.randn(6, 10, generator=generator, dtype=torch.float64) + 1
+    assert normkd_loss(student, teacher, 2.0).item() == pytest.approx(8.092253752692194, abs=GOLDEN)
 
 
 def test_normkd_is_lskd_reweighted_by_the_teachers_spread():

@@ -194,3 +194,34 @@ def test_single_logit_vector_is_accepted():
 def test_bad_inputs_raise_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("scale, shift", [(0.1, -20.0), (3.0, 5.0), (10.0, 20.0)])
+def test_affine_invariance_explorer_lskd_ignores_scale_and_shift_kd_does_not(logits, scale, shift):
+    teacher = logits.flip(1) + 1.0
+    explorer = widgets.affine_invariance_explorer(logits, teacher, temperature=2.0)
+    assert explorer.state["kd"] == pytest.approx(explorer.state["kd_untransformed"], rel=1e-12)
+    before = _drawn_png(explorer)
+    explorer.sliders["sample"].value = 1
+    explorer.sliders["scale"].value = scale
+    explorer.sliders["shift"].value = shift
+    state = explorer.state
+    assert state["scale"] == pytest.approx(scale, rel=1e-12) and state["shift"] == shift and state["sample"] == 1
+    assert torch.allclose(state["transformed"], scale * logits[1] + shift, atol=1e-12)
+    assert state["zscore_change"] < 1e-6
+    assert state["lskd"] == pytest.approx(state["lskd_untransformed"], rel=1e-5)
+    assert state["kd"] == pytest.approx(float(kd_loss(scale * logits[1:2] + shift, teacher[1:2], 2.0)), rel=1e-12)
+    assert abs(state["kd"] / state["kd_untransformed"] - 1) > 0.05  # KD does see the scale
+    assert _drawn_png(explorer) != before
+    left, middle, _ = explorer.figure.axes
+    assert _bar_heights(left) == pytest.approx(state["transformed"].tolist(), abs=1e-12)
+    assert _bar_heights(middle) == pytest.approx(state["zscore"].tolist(), abs=1e-12)
+
+
+def test_affine_invariance_explorer_rejects_bad_input(logits):
+    with pytest.raises(ValueError, match="same shape"):
+        widgets.affine_invariance_explorer(logits, logits[:, :5])
+    with pytest.raises(ValueError, match="temperature"):
+        widgets.affine_invariance_explorer(logits, logits, temperature=0)
+    with pytest.raises(TypeError, match="student_logits"):
+        widgets.affine_invariance_explorer([1.0, 2.0], logits)
