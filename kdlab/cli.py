@@ -448,7 +448,7 @@ def _add_study_command(subparsers):
 
 
 def _run_study(args):
-    from kdlab.studies import STUDY_NAMES, run_study
+    from kdlab.studies import STUDY_NAMES, run_study, study_settings
     from kdlab.train import _resolve_device, train_teacher
 
     dataset = _load_dataset(args)
@@ -460,6 +460,7 @@ def _run_study(args):
                 "transfer_size"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    study_settings("cifar100" if cifar else "mnist10k", **overrides)  # bad settings fail before any training
     teacher, teacher_history = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed,
                                              epochs=args.teacher_epochs, device=device,
                                              progress=not args.no_progress)

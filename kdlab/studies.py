@@ -465,6 +465,21 @@ def study_settings(scale: str = "mnist10k", **overrides) -> dict:
         raise ValueError(f"unknown study setting(s) {unknown}; known: {sorted(settings)}")
     settings.update(overrides)
     settings["temperatures"] = tuple(_as_temperature_list(settings["temperatures"]))
+    # Sizes: 0 would mean "nothing" (an empty transfer set, no epochs), never "everything"; None is "all
+    # images" for transfer_size only.
+    if settings["transfer_size"] is not None:
+        _check_count(settings["transfer_size"], "transfer_size", "or None (every training image)")
+    for key in ("epochs", "training_epochs", "early_epoch", "teacher_epochs", "pretrain_epochs", "finetune_epochs",
+                "top_k"):
+        _check_count(settings[key], key)
+    batch_sizes = settings["batch_sizes"]
+    if isinstance(batch_sizes, int) and not isinstance(batch_sizes, bool):
+        batch_sizes = (batch_sizes,)
+    if not isinstance(batch_sizes, (list, tuple)) or not batch_sizes:
+        raise ValueError(f"batch_sizes must be a non-empty list of ints >= 1, got {settings['batch_sizes']!r}")
+    for value in batch_sizes:
+        _check_count(value, "batch_sizes", "(every value)")
+    settings["batch_sizes"] = tuple(batch_sizes)
     seeds = settings["seeds"]
     if isinstance(seeds, int) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
             or len(seeds) == 0:
@@ -516,7 +531,7 @@ def run_study(name: str, teacher, dataset="mnist10k", scale: str | None = None, 
         teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
     elif not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module or a model name, got {type(teacher).__name__}")
-    transfer = dataset.transfer_set(settings["transfer_size"]) if settings["transfer_size"] else dataset
+    transfer = dataset if settings["transfer_size"] is None else dataset.transfer_set(settings["transfer_size"])
     context = _StudyContext(teacher, dataset, transfer, settings, out, progress, device)
     frame = _RUNNERS[name](context)
     frame.insert(0, "study", name)
@@ -1076,6 +1091,12 @@ def _check_probs_and_targets(probs, targets) -> None:
         raise ValueError(f"targets must be an int64 tensor of shape ({probs.shape[0]},), got {_describe(targets)}")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]):
         raise ValueError(f"targets must lie in [0, {probs.shape[1]}), got values in [{int(targets.min())}, {int(targets.max())}]")
+
+
+def _check_count(value, name, also="") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' ' + also if also else ''}, got {value!r}")
+    return value
 
 
 def _as_lr_tuple(values, name) -> tuple:

@@ -75,3 +75,46 @@ def test_load_dataset_on_cuda_without_cuda_is_a_value_error():
         load_dataset("mnist10k", device="cuda")
     with pytest.raises(ValueError, match="CUDA is not available"):
         load_dataset("mnist10k", device=torch.device("cuda", 0))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 9: zero means nothing, not everything
+
+@pytest.mark.parametrize("key, value", [
+    ("transfer_size", 0), ("transfer_size", -5), ("transfer_size", 2.5), ("epochs", 0), ("training_epochs", 0),
+    ("teacher_epochs", 0), ("pretrain_epochs", 0), ("finetune_epochs", 0), ("top_k", 0), ("batch_sizes", (32, 0)),
+    ("batch_sizes", ()), ("early_epoch", 0),
+])
+def test_study_sizes_reject_zero(key, value):
+    from kdlab.studies import study_settings
+
+    with pytest.raises(ValueError, match=key):
+        study_settings("mnist10k", **{key: value})
+    assert study_settings("mnist10k", transfer_size=None)["transfer_size"] is None
+
+
+def test_run_study_with_transfer_size_zero_trains_nothing(monkeypatch):
+    from kdlab import studies
+
+    def must_not_sweep(*args, **kwargs):
+        raise AssertionError("a sweep ran")
+
+    monkeypatch.setattr(studies._StudyContext, "sweep", must_not_sweep)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with pytest.raises(ValueError, match="transfer_size must be an int >= 1"):
+        studies.run_study("methods", teacher, "mnist10k", transfer_size=0, progress=False)
+
+
+def test_cli_study_transfer_size_zero_fails_before_the_teacher_trains(tmp_path, monkeypatch, capsys):
+    import kdlab.train
+    from kdlab.cli import main
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the teacher trained")
+
+    monkeypatch.setattr(kdlab.train, "train_teacher", must_not_train)
+    with pytest.raises(SystemExit) as info:
+        main(["study", "methods", "--transfer-size", "0", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert info.value.code == 2
+    assert "transfer_size must be an int >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
