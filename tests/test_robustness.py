@@ -118,3 +118,89 @@ def test_cli_study_transfer_size_zero_fails_before_the_teacher_trains(tmp_path, 
     assert info.value.code == 2
     assert "transfer_size must be an int >= 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 10: study_results validates what it loads; verdicts from fewer than 2 seeds are inconclusive
+
+def _methods_frame(seeds=(0, 1), temperatures=(1.0, 4.0), lrs=(0.01, 0.1), methods=("kd", "ttm"), epochs=2):
+    rows, config = [], 0
+    for method in methods:
+        for temperature in temperatures:
+            for lr in lrs:
+                for seed in seeds:
+                    for epoch in range(1, epochs + 1):
+                        rows.append({"study": "methods", "config": config, "method": method,
+                                     "temperature": temperature, "lr": lr, "seed": seed, "epoch": epoch,
+                                     "epochs": epochs, "test_acc": 50.0 + seed + epoch + temperature})
+                    config += 1
+    return pd.DataFrame(rows)
+
+
+def _must_not_run():
+    raise AssertionError("the saved file should have been used")
+
+
+def test_study_results_loads_a_complete_saved_study(tmp_path):
+    from kdlab.studies import study_results
+
+    _methods_frame().to_csv(tmp_path / "methods.csv", index=False)
+    frame, source = study_results("methods", _must_not_run, directory=tmp_path)
+    assert source == str(tmp_path / "methods.csv") and len(frame) == 2 * 2 * 2 * 2 * 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: f.iloc[0:0], "holds no rows"),
+    (lambda f: f.drop(columns=["lr"]), r"lacks the column\(s\) \['lr'\]"),
+    (lambda f: f.assign(study="training"), "must hold study 'methods' only"),
+    (lambda f: f[~((f["method"] == "ttm") & (f["temperature"] == 4.0))], r"lacks temperature\(s\) \[4.0\]"),
+    (lambda f: f[~((f["method"] == "kd") & (f["seed"] == 1))], r"lacks seed\(s\) \[1\]"),
+    (lambda f: f[~((f["method"] == "kd") & (f["seed"] == 1) & (f["lr"] == 0.1) & (f["temperature"] == 1.0))],
+     r"lacks 1 run\(s\) of its grid"),
+    (lambda f: f[~((f["config"] == 3) & (f["epoch"] == 2))], r"expected 1..2"),
+    (lambda f: f.assign(test_acc=f["test_acc"].astype(object).where(f.index != 5, "garbled")),
+     "column 'test_acc' must be numbers"),
+])
+def test_study_results_says_what_is_wrong_with_a_saved_file(tmp_path, damage, message):
+    from kdlab.studies import study_results
+
+    damage(_methods_frame()).to_csv(tmp_path / "methods.csv", index=False)
+    with pytest.raises(ValueError, match=message) as info:
+        study_results("methods", _must_not_run, directory=tmp_path)
+    assert str(tmp_path / "methods.csv") in str(info.value)
+
+
+def test_study_results_an_empty_file_is_a_value_error(tmp_path):
+    from kdlab.studies import study_results
+
+    (tmp_path / "relational.csv").write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        study_results("relational", _must_not_run, directory=tmp_path)
+
+
+def test_verdicts_from_one_seed_are_inconclusive():
+    from kdlab import studies
+
+    one_seed = _methods_frame(seeds=(0,), temperatures=(1.0, 4.0, 8.0), lrs=(0.01,), methods=("kd", "ttm", "wttm"))
+    # ttm far better than kd at every temperature, wttm far worse: with one seed nothing can be concluded
+    one_seed.loc[one_seed["method"] == "ttm", "test_acc"] += 30
+    one_seed.loc[one_seed["method"] == "wttm", "test_acc"] -= 30
+    assert studies.conclude_methods(one_seed).agrees is None
+    entropy = one_seed[one_seed["method"] != "wttm"].assign(
+        target=lambda f: f["method"].map({"kd": "label_smoothing", "ttm": "teacher"}))
+    assert studies.conclude_entropy(entropy).agrees is None
+    relational = one_seed.assign(ablation=lambda f: f["method"].map({"kd": "none", "ttm": "shuffle", "wttm": "flatten"}))
+    assert studies.conclude_relational(relational).agrees is None
+    shift = one_seed[one_seed["method"] != "wttm"].copy()
+    shift.loc[(shift["method"] == "ttm") & (shift["temperature"] == 1.0), "test_acc"] += 100
+    assert studies.conclude_best_temperature_shift(shift, "method", "it shifts").agrees is None
+    training = one_seed.assign(optimizer=lambda f: f["method"].map({"kd": "sgd", "ttm": "adamw", "wttm": "x"}),
+                               batch_size=32)
+    training = training[training["optimizer"] != "x"]
+    assert studies.conclude_optimizers(training).agrees is None
+    assert studies.conclude_training_length(training, early_epoch=1).agrees is None
+    # the same data with five seeds is conclusive (the check can fail)
+    five = _methods_frame(seeds=(0, 1, 2, 3, 4), temperatures=(1.0, 4.0, 8.0), lrs=(0.01,), methods=("kd", "ttm"))
+    five.loc[five["method"] == "ttm", "test_acc"] += 30 + five["seed"] * 0.1
+    assert studies.conclude_entropy(five.assign(
+        target=lambda f: f["method"].map({"kd": "label_smoothing", "ttm": "teacher"}))).agrees is True
