@@ -204,3 +204,30 @@ def test_verdicts_from_one_seed_are_inconclusive():
     five.loc[five["method"] == "ttm", "test_acc"] += 30 + five["seed"] * 0.1
     assert studies.conclude_entropy(five.assign(
         target=lambda f: f["method"].map({"kd": "label_smoothing", "ttm": "teacher"}))).agrees is True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 11 (browser test): the JupyterLab token is not on the command line
+
+@pytest.mark.slow
+def test_jupyterlab_token_is_not_on_the_command_line(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from _jupyterlab import JupyterLabServer
+
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    server = JupyterLabServer(notebooks, tmp_path / "work", tmp_path / "cache", startup_timeout=120)
+    assert server.token not in " ".join(server.command())
+    with server:
+        cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert "jupyter" in cmdline and server.token not in cmdline
+        # the server does use the token: with it the API answers, without it the request is refused
+        with urllib.request.urlopen(f"{server.url}/api/status?token={server.token}", timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{server.url}/api/sessions", timeout=10)
+        assert info.value.code == 403
+    config = tmp_path / "work" / "jupyter" / "config" / "jupyter_server_config.json"
+    assert config.stat().st_mode & 0o077 == 0
