@@ -13,7 +13,13 @@ Conventions shared by every loss here:
   and float32 inputs) or float64. Why: at high temperature log p_i and log q_i both approach -log K, and in
   float32 their difference is mostly rounding noise (float32 KD at T = 1000, K = 100 would be off by ~20%).
   The tensors are (B, K), so the cost is negligible next to the networks; a float16 result could overflow.
-- ``temperature`` is a finite number > 0, or a positive tensor of shape () or (B, 1) (one per sample).
+- ``temperature`` is a finite number > 0, or a positive tensor of shape () or (B, 1) (one per sample). The
+  losses with a T^2 factor (KD, DTKD, LS-KD, NormKD, DKD) accept T <= ``MAX_TEMPERATURE`` (10^4): beyond it,
+  T^2 * KL has lost its digits in float64 (KL ~ 1/T^2 is below the rounding of log p) and T^2 overflows near
+  1e154. TTM and WTTM have no T^2 and tend to their T -> inf limit, so any finite T is accepted there.
+- Logits must be finite: NaN or +inf in either tensor, or -inf in the student's, is a ValueError naming the
+  argument. A -inf *teacher* logit is legitimate (a class the teacher gives probability 0): it contributes
+  0 to the KL, PyTorch's ``kl_div`` convention 0 * log 0 = 0, and the loss stays finite.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from torch import nn
 from kdlab.temperature import _check_logits, _check_positive_number, _check_temperature, _compute_dtype
 
 __all__ = [
+    "MAX_TEMPERATURE",
     "kd_loss",
     "ttm_loss",
     "wttm_loss",
@@ -36,6 +43,9 @@ __all__ = [
     "dkd_loss",
     "LearnableTemperature",
 ]
+
+MAX_TEMPERATURE = 1e4
+"""The largest temperature of the losses with a T^2 factor and of every method (see the module docstring)."""
 
 
 def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
@@ -51,8 +61,8 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    temperature = _check_loss_temperature(temperature, student_logits)
-    per_sample = _kl(teacher_logits / temperature, student_logits / temperature)
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
+    per_sample = _kl(_scale(teacher_logits, temperature), student_logits / temperature)
     return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
 
 
@@ -71,7 +81,7 @@ def ttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
-    return _reduce(_kl(teacher_logits / temperature, student_logits), reduction, result_dtype)
+    return _reduce(_kl(_scale(teacher_logits, temperature), student_logits), reduction, result_dtype)
 
 
 def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
@@ -88,7 +98,7 @@ def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean")
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
     log_weight = torch.logsumexp(torch.log_softmax(teacher_logits, dim=-1) / temperature, dim=-1)
-    per_sample = log_weight.exp() * _kl(teacher_logits / temperature, student_logits)
+    per_sample = log_weight.exp() * _kl(_scale(teacher_logits, temperature), student_logits)
     return _reduce(per_sample, reduction, result_dtype)
 
 
@@ -126,6 +136,7 @@ _DTKD_MIN_RATIO = 1e-3
 
 def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
     tau = _check_positive_number(temperature, "temperature")
+    _check_at_most_max(tau, "temperature")
     if not isinstance(detach, bool):
         raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
     x = teacher_logits.amax(dim=-1, keepdim=True)
@@ -152,7 +163,7 @@ def dtkd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean",
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     teacher_t, student_t = _dtkd_temperatures(student_logits, teacher_logits, temperature, detach)
-    per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
+    per_sample = _kl(_scale(teacher_logits, teacher_t), student_logits / student_t)
     return _reduce((teacher_t * student_t).squeeze(-1) * per_sample, reduction, result_dtype)
 
 
@@ -171,8 +182,8 @@ def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean")
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    temperature = _check_loss_temperature(temperature, student_logits)
-    per_sample = _kl(_standardize(teacher_logits) / temperature, _standardize(student_logits) / temperature)
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
+    per_sample = _kl(_scale(_standardize(teacher_logits), temperature), _standardize(student_logits) / temperature)
     return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
 
 
@@ -200,22 +211,38 @@ def normkd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    temperature = _check_loss_temperature(temperature, student_logits)
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
     teacher_t = temperature * _spread(teacher_logits)
     student_t = temperature * _spread(student_logits)
-    per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
+    per_sample = _kl(_scale(teacher_logits, teacher_t), student_logits / student_t)
     return _reduce(teacher_t.squeeze(-1) ** 2 * per_sample, reduction, result_dtype)
 
 
 def _spread(logits):
-    """Per-sample unbiased std over the classes, shape (B, 1), never exactly 0."""
-    return logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny).sqrt()
+    """Per-sample unbiased std over the classes, shape (B, 1), never exactly 0 (over the finite classes of a
+    teacher with -inf logits)."""
+    return _moments(logits)[1].sqrt()
 
 
 def _standardize(logits):
-    mean = logits.mean(dim=-1, keepdim=True)
-    variance = logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny)
-    return (logits - mean) / (variance.sqrt() + 1e-7)
+    """(x - mean) / (std + 1e-7) per sample; a teacher's -inf logits (probability 0) stay -inf."""
+    mean, variance = _moments(logits)
+    standardized = (logits - mean) / (variance.sqrt() + 1e-7)
+    return standardized if bool(torch.isfinite(logits).all()) else torch.where(
+        torch.isfinite(logits), standardized, logits)
+
+
+def _moments(logits):
+    """Per-sample mean and unbiased variance (clamped at the smallest normal float) over the finite classes."""
+    finite = torch.isfinite(logits)
+    if bool(finite.all()):
+        return (logits.mean(dim=-1, keepdim=True),
+                logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny))
+    count = finite.sum(dim=-1, keepdim=True)
+    filled = torch.where(finite, logits, torch.zeros_like(logits))
+    mean = filled.sum(dim=-1, keepdim=True) / count
+    squares = torch.where(finite, (filled - mean) ** 2, torch.zeros_like(logits)).sum(dim=-1, keepdim=True)
+    return mean, (squares / (count - 1).clamp_min(1)).clamp_min(torch.finfo(logits.dtype).tiny)
 
 
 def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, temperature=4.0, reduction="mean"):
@@ -240,8 +267,8 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
     targets = _check_targets(targets, student_logits)
     alpha = _check_weight(alpha, "alpha")
     beta = _check_weight(beta, "beta")
-    temperature = _check_loss_temperature(temperature, student_logits)
-    teacher_scaled, student_scaled = teacher_logits / temperature, student_logits / temperature
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
+    teacher_scaled, student_scaled = _scale(teacher_logits, temperature), student_logits / temperature
     # column indices of each sample's K - 1 non-target classes: 0..K-2, shifted up by one from the target on
     batch, num_classes = student_logits.shape
     rest = torch.arange(num_classes - 1, device=targets.device).expand(batch, -1)
@@ -251,7 +278,12 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
     teacher_binary = torch.cat([teacher_scaled.gather(-1, target), teacher_scaled.gather(-1, rest).logsumexp(-1, keepdim=True)], -1)
     student_binary = torch.cat([student_scaled.gather(-1, target), student_scaled.gather(-1, rest).logsumexp(-1, keepdim=True)], -1)
     tckd = _kl(teacher_binary, student_binary)
-    nckd = _kl(teacher_scaled.gather(-1, rest), student_scaled.gather(-1, rest))
+    teacher_rest = teacher_scaled.gather(-1, rest)
+    # A teacher sure of the target (every other logit -inf) has no non-target distribution; its NCKD is 0, the
+    # weight (1 - p_g) = 0 that Hinton's KD gives it in KD = TCKD + (1 - p_g) NCKD.
+    no_rest = torch.isneginf(teacher_rest).all(dim=-1, keepdim=True)
+    nckd = _kl(torch.where(no_rest, torch.zeros_like(teacher_rest), teacher_rest), student_scaled.gather(-1, rest))
+    nckd = torch.where(no_rest.squeeze(-1), torch.zeros_like(nckd), nckd)
     per_sample = _per_sample(temperature) ** 2 * (alpha * tckd + beta * nckd)
     return _reduce(per_sample, reduction, result_dtype)
 
@@ -329,7 +361,21 @@ def _kl(teacher_scaled, student_scaled):
     teacher_log_probs = torch.log_softmax(teacher_scaled, dim=-1)
     student_log_probs = torch.log_softmax(student_scaled, dim=-1)
     # log-softmax of finite logits is finite, so an underflowed p_i = 0 gives 0 * finite = 0 (never 0 * inf).
-    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    # A -inf teacher logit gives log p_i = -inf: that class contributes 0 (0 * log 0 = 0, as kl_div does).
+    difference = teacher_log_probs - student_log_probs
+    difference = torch.where(torch.isneginf(teacher_log_probs), torch.zeros_like(difference), difference)
+    return (teacher_log_probs.exp() * difference).sum(dim=-1)
+
+
+def _scale(teacher_logits, temperature):
+    """teacher_logits / temperature, with -inf logits kept as a constant -inf (no NaN gradient reaches a
+    tensor temperature through them: d(-inf / T) / dT would be 0 * inf)."""
+    if isinstance(temperature, torch.Tensor) and temperature.requires_grad and bool(
+            torch.isneginf(teacher_logits).any()):
+        impossible = torch.isneginf(teacher_logits)
+        filled = torch.where(impossible, torch.zeros_like(teacher_logits), teacher_logits)
+        return torch.where(impossible, teacher_logits, filled / temperature)
+    return teacher_logits / temperature
 
 
 def _check_pair(student_logits, teacher_logits):
@@ -346,6 +392,7 @@ def _check_pair(student_logits, teacher_logits):
         raise ValueError("student_logits must hold at least one sample, got batch size 0")
     if num_classes < 2:
         raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
+    _check_finite_logits(student_logits, teacher_logits)
     result_dtype = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
     wide = torch.float32 if student_logits.device.type == "mps" else torch.float64  # MPS has no float64
     teacher_logits = teacher_logits.detach().to(wide)
@@ -354,11 +401,40 @@ def _check_pair(student_logits, teacher_logits):
     return student_logits.to(wide), teacher_logits, result_dtype
 
 
-def _check_loss_temperature(temperature, logits, name="temperature"):
-    """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype."""
+def _check_finite_logits(student_logits, teacher_logits):
+    """NaN / inf logits are an error naming the tensor; a teacher's -inf (probability 0) is allowed, unless a
+    whole row is -inf (no distribution at all)."""
+    if not bool(torch.isfinite(student_logits).all()):
+        raise ValueError(f"student_logits must be finite, got {_non_finite(student_logits)}")
+    if not bool(torch.isfinite(teacher_logits).all()):
+        if bool((torch.isnan(teacher_logits) | torch.isposinf(teacher_logits)).any()):
+            raise ValueError(f"teacher_logits must be finite or -inf (a class of probability 0), got "
+                             f"{_non_finite(teacher_logits)}")
+        if bool(torch.isneginf(teacher_logits).all(dim=-1).any()):
+            raise ValueError("teacher_logits must have at least one finite logit per sample, got a row of -inf only")
+
+
+def _non_finite(logits):
+    counts = {"NaN": int(torch.isnan(logits).sum()), "+inf": int(torch.isposinf(logits).sum()),
+              "-inf": int(torch.isneginf(logits).sum())}
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + f" in shape {tuple(logits.shape)}"
+
+
+def _check_at_most_max(value, name):
+    if value > MAX_TEMPERATURE:
+        raise ValueError(f"{name} must be at most MAX_TEMPERATURE = {MAX_TEMPERATURE:g} for a loss with a T^2 "
+                         f"factor (beyond, T^2 * KL loses its digits in float64), got {value!r}")
+
+
+def _check_loss_temperature(temperature, logits, name="temperature", squared=False):
+    """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype; ``squared``: a
+    loss with a T^2 factor, so at most MAX_TEMPERATURE."""
     if isinstance(temperature, torch.Tensor) and temperature.numel() != 1 and temperature.shape != (logits.shape[0], 1):
         raise ValueError(f"{name} must be a number or a tensor of shape () or (B, 1), got shape {tuple(temperature.shape)}")
     temperature = _check_temperature(temperature, logits, name)
+    if squared:
+        largest = float(temperature.detach().max()) if isinstance(temperature, torch.Tensor) else temperature
+        _check_at_most_max(largest, name)
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(logits.dtype)
     return temperature

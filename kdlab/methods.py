@@ -19,6 +19,7 @@ Defaults are each paper's CIFAR-100 setting (resnet32x4 -> resnet8x4 where the p
     ctkd             ce, kd            tau in (1, 21) learnable, ce 0.1, kd 0.9      CTKD code
     normkd           ce, normkd        T_norm 2, ce 0.1, kd 0.9                      NormKD code (mdistiller cfg)
 
+Every temperature lies in (0, ``kdlab.losses.MAX_TEMPERATURE`` = 1e4] (a ValueError beyond).
 Every teacher-based recipe accepts ``warmup`` (epochs): its distillation terms are multiplied by
 min(epoch / warmup, 1) (0 = no warm-up); the CE term never is. For a short run, e.g. 10 epochs on
 mnist10k, pass a smaller warm-up: ``get_method("dkd", warmup=2)``. ``"ttm"`` and ``"wttm"`` also accept the
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.losses import (
+    MAX_TEMPERATURE,
     LearnableTemperature,
     _check_targets,
     dkd_loss,
@@ -335,6 +337,14 @@ def _positive(value, name):
     return float(value)
 
 
+def _temperature(value, name):
+    """A method's temperature: a finite number in (0, MAX_TEMPERATURE] (see kdlab.losses)."""
+    value = _positive(value, name)
+    if value > MAX_TEMPERATURE:
+        raise ValueError(f"{name} must be at most MAX_TEMPERATURE = {MAX_TEMPERATURE:g} (kdlab.losses), got {value!r}")
+    return value
+
+
 def _non_negative(value, name):
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -358,7 +368,7 @@ def _logit(probability):
 
 
 _VALIDATORS = {
-    "temperature": _positive,
+    "temperature": _temperature,
     "ce_weight": _non_negative,
     "kd_weight": _non_negative,
     "alpha": _non_negative,

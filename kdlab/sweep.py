@@ -56,6 +56,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +68,10 @@ from kdlab.losses import dkd_loss, kd_loss, lskd_loss, ttm_loss, wttm_loss
 from kdlab.methods import get_method, list_methods
 from kdlab.stats import calibration
 from kdlab.train import (
+    TrainingDiverged,
     _atomic_write_text,
+    _check_logits,
+    _diverged_term,
     _autocast,
     _dataset_fingerprint,
     _eval_batch,
@@ -120,7 +124,8 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     number), the configuration fields, "epoch", one column per loss term (NaN where a method has no such term),
     "loss", "train_acc", "test_acc" (percent), "epoch_lr" (the scheduled learning rate of that epoch; "lr" is
     the configuration's base learning rate), "seconds" (wall time of the epoch of the whole group),
-    "temperature_mean/min/max" for DTKD and CTKD, and "run_key". With ``return_students=True`` returns
+    "temperature_mean/min/max" for DTKD and CTKD, "diverged" (True on every row of a run whose loss became
+    non-finite: reported in the progress output, the other runs train on) and "run_key". With ``return_students=True`` returns
     ``(frame, students)``, the trained students in configuration order (None for runs loaded from ``out``).
 
     out: a folder; finished groups are saved there atomically and a rerun skips them (see the module doc).
@@ -540,8 +545,10 @@ class _TeacherLogits:
             return None
         if self._logits is None:
             was_training = self.teacher.training
-            self._logits = predict(self.teacher, self.dataset.train_images)
+            logits = predict(self.teacher, self.dataset.train_images)
             self.teacher.train(was_training)
+            _check_logits(logits, self.dataset, "teacher")
+            self._logits = logits
         return self._logits
 
 
@@ -597,6 +604,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     from kdlab.data import augment_batch
 
     histories = [[] for _ in group]
+    diverged = {}  # student index -> True once one of its loss terms was non-finite at the end of an epoch
     if teacher is not None:
         teacher_was_training = teacher.training
         teacher.eval()
@@ -632,6 +640,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     else:
                         with torch.inference_mode(), _autocast(device):
                             logits = teacher(batch).float()
+                        _check_logits(logits, dataset, "teacher")
                         teacher_out.append(logits.clone())
                 if shared_input:
                     x = images[0]
@@ -693,6 +702,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     scheduler.step()
             test_metrics = _test_metrics(forward_shared, skeleton, params, buffers, dataset, device)
             test_acc = test_metrics["test_acc"]
+            finite_test = [a for a in test_acc if math.isfinite(a)]
             seconds = time.perf_counter() - start_time
             means = (running.cpu().double() / seen).tolist()  # on the CPU: MPS has no float64
             totals = dict(zip(term_names + ["loss"], means))
@@ -712,8 +722,17 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     row["temperature_min"] = t_min
                     row["temperature_max"] = t_max
                 histories[n].append(row)
+                if n not in diverged:
+                    # A NaN term is dropped from the row above (NaN there means "not a term of this method").
+                    term = _diverged_term({name: values[n] for name, values in totals.items()},
+                                          term_names + ["loss"])
+                    if term is not None:
+                        diverged[n] = True
+                        _report_divergence(bar, config, epoch, term)
+            for n in diverged:
+                histories[n][-1]["diverged"] = True
             bar.update(1)
-            bar.set_postfix(best_test_acc=f"{max(test_acc):.2f}")
+            bar.set_postfix(best_test_acc=f"{max(finite_test, default=math.nan):.2f}")
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
@@ -1129,9 +1148,13 @@ def _distill_one(config, dataset, teacher, device, bar):
     student = config["student"]
     if isinstance(student, nn.Module):
         student = copy.deepcopy(student)
-    model, history = distill(teacher, dataset, student=student, method=config["method"], seed=config["seed"],
-                             recipe=config["recipe"], device=device, progress=False, **settings,
-                             **config["overrides"])
+    try:
+        model, history = distill(teacher, dataset, student=student, method=config["method"], seed=config["seed"],
+                                 recipe=config["recipe"], device=device, progress=False, **settings,
+                                 **config["overrides"])
+    except TrainingDiverged as error:
+        _report_divergence(bar, config, error.epoch, error.term)
+        model, history = None, error.history.assign(diverged=True)
     history = history.rename(columns={"lr": "epoch_lr"})
     bar.update(settings["epochs"])
     return _group_frame([config], [history.to_dict("records")]), {config["config"]: model}
@@ -1141,12 +1164,25 @@ def _distill_one(config, dataset, teacher, device, bar):
 # Tables and files
 # ----------------------------------------------------------------------------------------------------------
 
+def _report_divergence(bar, config, epoch, term):
+    """A diverged run, in the progress output (a warning when the progress bar is off)."""
+    what = ", ".join(f"{k}={v}" for k, v in (("method", config["method"]), ("temperature", config["temperature"]),
+                                             ("seed", config["seed"]), ("lr", config["settings"]["lr"])))
+    message = (f"sweep: run {config['config']} ({what}) diverged at epoch {epoch}: the loss term {term!r} became "
+               "non-finite; it is marked diverged=True (try a smaller learning rate); the other runs go on")
+    if bar.disable:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    else:
+        bar.write(message)
+
+
 def _group_frame(group, histories):
     rows = []
     for config, history in zip(group, histories):
         columns = _config_columns(config)
+        diverged = any(row.get("diverged", False) for row in history)
         for row in history:
-            rows.append({**columns, **row, "run_key": config["run_key"]})
+            rows.append({**columns, **row, "diverged": diverged, "run_key": config["run_key"]})
     return _normalise(pd.DataFrame(rows))
 
 
@@ -1164,6 +1200,8 @@ def _assemble(configs, finished):
         frames.append(rows)
         config_names += [name for name in _config_columns(config) if name not in config_names]
     frame = pd.concat(frames, ignore_index=True)
+    # "diverged": True for every row of a run whose loss became non-finite (runs saved before it existed: False)
+    frame["diverged"] = frame["diverged"].fillna(False).astype(bool) if "diverged" in frame else False
     history = [c for c in frame.columns if c not in config_names and c != "run_key"]
     terms = [c for c in history if c not in _HISTORY_COLUMNS]
     ordered = config_names + ["epoch"] + terms + [c for c in _HISTORY_COLUMNS[1:] if c in history] + ["run_key"]
@@ -1171,7 +1209,7 @@ def _assemble(configs, finished):
 
 
 _HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "test_nll", "test_ece", "epoch_lr", "seconds", "temperature_mean",
-                    "temperature_min", "temperature_max")
+                    "temperature_min", "temperature_max", "diverged")
 
 
 def _load_finished(folder):

@@ -55,8 +55,31 @@ from kdlab.methods import get_method
 from kdlab.models import create_model
 from kdlab.stats import calibration
 
-__all__ = ["RECIPES", "RECIPE_METHODS", "SHIPPED_TEACHERS", "train_teacher", "distill", "evaluate", "predict",
-           "cache_dir"]
+__all__ = ["RECIPES", "RECIPE_METHODS", "SHIPPED_TEACHERS", "TrainingDiverged", "train_teacher", "distill",
+           "evaluate", "predict", "cache_dir"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss (NaN or inf): usually a learning rate too large for the loss.
+
+    Raised by ``train_teacher`` and ``distill`` at the end of the first epoch whose mean loss term is not
+    finite, before that epoch is checkpointed. ``epoch`` is that epoch, ``term`` the first non-finite loss
+    term (e.g. "kd", or "loss"), ``history`` the epochs so far (the last one with the non-finite values).
+    ``kdlab.sweep`` does not raise it: it marks the run ``diverged=True`` and trains the others on.
+    """
+
+    def __init__(self, message, epoch=None, term=None, history=None):
+        super().__init__(message)
+        self.epoch, self.term, self.history = epoch, term, history
+
+
+def _diverged_term(row, names):
+    """The first of ``names`` whose value in ``row`` is not finite (None if all are): shared by the loops."""
+    for name in names:
+        value = row.get(name)
+        if value is not None and not math.isfinite(value):
+            return name
+    return None
 
 # Bump when the layout of cached teacher files changes: old files are then simply not found.
 CACHE_FORMAT_VERSION = 1
@@ -666,6 +689,12 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                 student_logits = student_logits.float()
                 if epoch == start_epoch + 1 and start == 0:
                     _check_logits(student_logits, dataset, "student")
+                elif not bool(torch.isfinite(student_logits).all()):
+                    names = ", ".join(repr(t) for t in getattr(method, "term_names", ("loss",)))
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}: the model's logits became non-finite, so the loss "
+                        f"terms ({names}) are NaN; try a smaller learning rate than lr={settings['lr']:g}",
+                        epoch=epoch, term="logits", history=pd.DataFrame(history))
                 terms = method(student_logits, teacher_logits, targets, epoch)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -721,6 +750,12 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                 row["temperature_max"] = extremes[1].item()
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
+            term = _diverged_term(row, names)
+            if term is not None:
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}: the loss term {term!r} became non-finite "
+                    f"({row.get(term)}); try a smaller learning rate than lr={settings['lr']:g}",
+                    epoch=epoch, term=term, history=pd.DataFrame(history))
 
             if checkpoint_path is not None and rank == 0:
                 _atomic_save({
@@ -766,6 +801,11 @@ def _check_logits(logits, dataset, who):
     if logits.dim() != 2 or logits.shape[1] != dataset.num_classes:
         raise ValueError(f"{who} must return logits of shape (batch, {dataset.num_classes}) for dataset "
                          f"{dataset.name!r}, got {tuple(logits.shape)}")
+    # A teacher may give a class probability 0 (-inf logit); NaN or +inf is a broken model.
+    bad = torch.isnan(logits) | torch.isposinf(logits) if who == "teacher" else ~torch.isfinite(logits)
+    if bool(bad.any()):
+        raise ValueError(f"{who} returned non-finite logits ({int(bad.sum())} NaN/inf values in "
+                         f"{int(bad.any(dim=1).sum())} of {logits.shape[0]} images): check the {who} model")
 
 
 def _test_metrics(model, dataset):

@@ -1,6 +1,7 @@
 """Issue 16: kdlab under bad input and faults. One section per cause; each test failed before its fix."""
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -231,3 +232,136 @@ def test_jupyterlab_token_is_not_on_the_command_line(tmp_path):
         assert info.value.code == 403
     config = tmp_path / "work" / "jupyter" / "config" / "jupyter_server_config.json"
     assert config.stat().st_mode & 0o077 == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 1: non-finite logits
+
+import torch.nn.functional as F  # noqa: E402
+
+from kdlab import losses as L  # noqa: E402
+
+_LOSSES = {
+    "kd": lambda z, v, t=4.0: L.kd_loss(z, v, t),
+    "ttm": lambda z, v, t=4.0: L.ttm_loss(z, v, t),
+    "wttm": lambda z, v, t=4.0: L.wttm_loss(z, v, t),
+    "dtkd": lambda z, v, t=4.0: L.dtkd_loss(z, v, t),
+    "lskd": lambda z, v, t=2.0: L.lskd_loss(z, v, t),
+    "normkd": lambda z, v, t=2.0: L.normkd_loss(z, v, t),
+    "dkd": lambda z, v, t=4.0: L.dkd_loss(z, v, torch.tensor([0, 1, 2, 3]), temperature=t),
+}
+
+
+def _pair(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (3 * torch.randn(4, 6, generator=generator, dtype=torch.float64),
+            3 * torch.randn(4, 6, generator=generator, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", list(_LOSSES))
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("which", ["student_logits", "teacher_logits"])
+def test_every_loss_refuses_nan_and_plus_inf_naming_the_argument(name, bad, which):
+    student, teacher = _pair()
+    (student if which == "student_logits" else teacher)[1, 2] = bad
+    with pytest.raises(ValueError, match=which):
+        _LOSSES[name](student, teacher)
+
+
+@pytest.mark.parametrize("name", list(_LOSSES))
+def test_student_minus_inf_is_refused_and_a_teacher_row_of_minus_inf_too(name):
+    student, teacher = _pair()
+    student[0, 0] = -math.inf
+    with pytest.raises(ValueError, match="student_logits must be finite"):
+        _LOSSES[name](student, teacher)
+    student, teacher = _pair()
+    teacher[2] = -math.inf
+    with pytest.raises(ValueError, match="teacher_logits must have at least one finite logit"):
+        _LOSSES[name](student, teacher)
+
+
+@pytest.mark.parametrize("name", list(_LOSSES))
+def test_a_minus_inf_teacher_logit_gives_a_finite_loss_and_finite_gradients(name):
+    student, teacher = _pair()
+    teacher[0, 3] = -math.inf
+    teacher[1, 0] = -math.inf  # sample 1's target class (dkd's targets are 0, 1, 2, 3) ... and a non-target
+    student.requires_grad_()
+    loss = _LOSSES[name](student, teacher)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert bool(torch.isfinite(student.grad).all())
+    # the limit of a very negative finite logit (probability 0 to double precision at these temperatures)
+    limit = teacher.clone()
+    limit[torch.isneginf(limit)] = -1e5
+    if name not in ("lskd", "normkd"):  # those standardise by the spread, which a -1e5 logit changes
+        torch.testing.assert_close(loss.detach(), _LOSSES[name](student.detach(), limit), rtol=1e-10, atol=1e-12)
+
+
+def test_minus_inf_teacher_follows_kl_div_convention():
+    student, teacher = _pair(3)
+    teacher[:, 4] = -math.inf
+    for temperature in (1.0, 4.0, 20.0):
+        expected = temperature ** 2 * F.kl_div(torch.log_softmax(student / temperature, -1),
+                                               torch.softmax(teacher / temperature, -1), reduction="batchmean")
+        torch.testing.assert_close(L.kd_loss(student, teacher, temperature).double(), expected, rtol=1e-12, atol=0)
+        expected = F.kl_div(torch.log_softmax(student, -1), torch.softmax(teacher / temperature, -1),
+                            reduction="batchmean")
+        torch.testing.assert_close(L.ttm_loss(student, teacher, temperature).double(), expected, rtol=1e-12, atol=0)
+
+
+def test_minus_inf_teacher_with_a_learnable_temperature_has_finite_gradients():
+    student, teacher = _pair(4)
+    teacher[:, 0] = -math.inf
+    temperature = L.LearnableTemperature()
+    loss = L.kd_loss(student, teacher, temperature(5))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(temperature.theta.grad)
+
+
+def test_methods_refuse_non_finite_logits():
+    student, teacher = _pair()
+    teacher[0, 0] = math.nan
+    for name in ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd", "ctkd", "normkd"):
+        with pytest.raises(ValueError, match="teacher_logits"):
+            kdlab.get_method(name)(student, teacher, torch.tensor([0, 1, 2, 3]), 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 2: huge temperatures: an upper bound (MAX_TEMPERATURE) for T^2 losses and every method
+
+@pytest.mark.parametrize("name", ["kd", "dtkd", "lskd", "normkd", "dkd"])
+@pytest.mark.parametrize("temperature", [1.0000001e4, 1e100, 1.4e154, 1e200, 1e300])
+def test_t_squared_losses_refuse_temperatures_above_the_bound(name, temperature):
+    student, teacher = _pair()
+    with pytest.raises(ValueError, match="MAX_TEMPERATURE"):
+        _LOSSES[name](student, teacher, temperature)
+
+
+@pytest.mark.parametrize("name", list(_LOSSES))
+def test_every_loss_is_finite_up_to_the_bound(name):
+    student, teacher = _pair()
+    assert L.MAX_TEMPERATURE == 1e4
+    values = [float(_LOSSES[name](student, teacher, t)) for t in (1e2, 1e3, L.MAX_TEMPERATURE)]
+    assert all(math.isfinite(v) and v >= 0 for v in values)
+
+
+def test_kd_at_the_bound_is_consistent_with_its_logit_matching_limit():
+    # T^2 KL -> sum_i (d_i - mean d)^2 / (2K) as T -> inf (d = z - v): at T = 1e4 it is still that, to 1e-6
+    student, teacher = _pair(1)
+    d = student - teacher
+    limit = ((d - d.mean(-1, keepdim=True)) ** 2).sum(-1).mean() / (2 * d.shape[1])
+    torch.testing.assert_close(L.kd_loss(student, teacher, 1e4).double(), limit, rtol=1e-4, atol=0)
+
+
+def test_ttm_and_wttm_stay_finite_and_consistent_for_any_finite_temperature():
+    student, teacher = _pair()
+    for loss in (L.ttm_loss, L.wttm_loss):
+        values = [float(loss(student, teacher, t)) for t in (1e6, 1e100, 1e300)]
+        assert all(math.isfinite(v) for v in values) and max(values) - min(values) < 1e-4 * max(values)
+
+
+@pytest.mark.parametrize("name", ["kd", "ttm", "wttm", "dtkd", "lskd", "dkd", "normkd"])
+def test_every_method_refuses_a_temperature_above_the_bound(name):
+    with pytest.raises(ValueError, match="MAX_TEMPERATURE"):
+        kdlab.get_method(name, temperature=1e100)
+    assert kdlab.get_method(name, temperature=1e4).hparams["temperature"] == 1e4
