@@ -39,7 +39,7 @@ from kdlab.models import create_model, list_models
 from kdlab.train import RECIPE_METHODS, RECIPES, TrainingDiverged, cache_dir, distill, evaluate, predict, train_teacher
 
 # sweeps: a grid of students (temperatures x seeds x methods x optimizers) trained as one batched model
-from kdlab.sweep import expand_grid, sweep
+from kdlab.sweeps import expand_grid, sweep
 
 # training dynamics: the first optimizer steps of a run, step by step (loss, gradient, update size, dead units)
 from kdlab.dynamics import first_steps

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from kdlab.stats import compare
-from kdlab.sweep import sweep
+from kdlab.sweeps import sweep
 
 __all__ = ["choose_temperature", "TemperatureChoice", "DEFAULT_TEMPERATURES", "round_budgets"]
 

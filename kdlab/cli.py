@@ -249,12 +249,13 @@ def _run_sweep(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from kdlab.common import atomic_write, resolve_device
     from kdlab.plots import plot_sweep
-    from kdlab.sweep import sweep
-    from kdlab.train import _resolve_device, train_teacher
+    from kdlab.sweeps import sweep
+    from kdlab.train import train_teacher
 
     dataset = _load_dataset(args)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     swept = {"method": args.method, "temperature": args.temperature, "seed": args.seed,
              "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
              "weight_decay": args.weight_decay}
@@ -274,7 +275,7 @@ def _run_sweep(args):
                   device=device, progress=not args.no_progress, **common)
     figure = plot_sweep(frame)
     try:
-        _atomic_write(folder / "sweep.png", lambda file: figure.savefig(file, format="png"))
+        atomic_write(folder / "sweep.png", lambda file: figure.savefig(file, format="png"))
     finally:
         plt.close(figure)
     final = frame[frame["epoch"] == frame["epochs"]]
@@ -360,10 +361,11 @@ def _run_choose_temperature(args):
     import matplotlib.pyplot as plt
 
     from kdlab.choose import choose_temperature
-    from kdlab.train import _resolve_device, train_teacher
+    from kdlab.common import atomic_write, atomic_write_text, resolve_device
+    from kdlab.train import train_teacher
 
     dataset = _load_dataset(args)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     common = {key: value for key, value in (("optimizer", args.optimizer), ("lr", args.lr),
                                             ("batch_size", args.batch_size), ("weight_decay", args.weight_decay),
                                             ("momentum", args.momentum), ("schedule", args.schedule))
@@ -384,13 +386,13 @@ def _run_choose_temperature(args):
     _write_config(folder, args, {"common": common, "student": args.student,
                                  "transfer_size": len(transfer.train_targets),
                                  "teacher": _teacher_used(args.teacher, args.teacher_seed, teacher_history)})
-    _atomic_write_text(folder / "choice.csv", choice.table.to_csv(index=False))
-    _atomic_write_text(folder / "results.csv", choice.results.to_csv(index=False))
+    atomic_write_text(folder / "choice.csv", choice.table.to_csv(index=False))
+    atomic_write_text(folder / "results.csv", choice.results.to_csv(index=False))
     explanation = choice.explain()
-    _atomic_write_text(folder / "choice.txt", explanation + "\n")
+    atomic_write_text(folder / "choice.txt", explanation + "\n")
     figure = choice.plot()
     try:
-        _atomic_write(folder / "choice.png", lambda file: figure.savefig(file, format="png"))
+        atomic_write(folder / "choice.png", lambda file: figure.savefig(file, format="png"))
     finally:
         plt.close(figure)
     print(explanation)
@@ -448,11 +450,12 @@ def _add_study_command(subparsers):
 
 
 def _run_study(args):
+    from kdlab.common import atomic_write_text, resolve_device
     from kdlab.studies import STUDY_NAMES, run_study, study_settings
-    from kdlab.train import _resolve_device, train_teacher
+    from kdlab.train import train_teacher
 
     dataset = _load_dataset(args)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     cifar = args.dataset.startswith("cifar")
     teacher_name = args.teacher or ("resnet32x4" if cifar else "cnn")
     overrides = {"teacher_model": teacher_name}
@@ -471,7 +474,7 @@ def _run_study(args):
         frame = run_study(name, teacher, dataset, out=folder / "sweeps", progress=not args.no_progress,
                           device=device, **overrides)
         frame.insert(1, "dataset", args.dataset)
-        _atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
+        atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
         final = frame[frame["epoch"] == frame["epochs"]]
         print(f"kdlab study {name}: {final['config'].nunique()} runs x {frame['epoch'].max()} epochs; "
               f"final test accuracy {final['test_acc'].min():.2f}..{final['test_acc'].max():.2f} %; "
@@ -698,10 +701,10 @@ def _training_kwargs(args):
 
 def _load_dataset(args):
     from kdlab.data import load_dataset
-    from kdlab.train import _resolve_device
+    from kdlab.common import resolve_device
 
     return load_dataset(args.dataset, root=args.data_root, download=args.download,
-                        device=_resolve_device(args.device))
+                        device=resolve_device(args.device))
 
 
 def _output_folder(args):
@@ -720,7 +723,7 @@ def _run_config(args, used=None):
 
     from kdlab import __version__
     from kdlab.threads import thread_setting
-    from kdlab.train import _resolve_device
+    from kdlab.common import resolve_device
 
     threads = thread_setting()
     return {
@@ -728,7 +731,7 @@ def _run_config(args, used=None):
         "options": {key: value for key, value in vars(args).items() if key not in ("run", "command")},
         "used": used or {},
         "dataset": getattr(args, "dataset", None),
-        "device": str(_resolve_device(getattr(args, "device", "auto"))),
+        "device": str(resolve_device(getattr(args, "device", "auto"))),
         "threads": threads["threads"],
         "threads_reason": threads["reason"],
         "versions": {"kdlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -743,27 +746,27 @@ def _teacher_used(name, seed, history):
 
 def _write_config(folder, args, used):
     """config.json (see ``_run_config``) into ``folder``, by rank 0 only."""
-    from kdlab.train import _rank
+    from kdlab.common import atomic_write_text, process_rank
 
-    if _rank() == 0:
+    if process_rank() == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(folder / "config.json", json.dumps(_run_config(args, used), indent=2, default=str) + "\n")
+        atomic_write_text(folder / "config.json", json.dumps(_run_config(args, used), indent=2, default=str) + "\n")
 
 
 def _write_run(args, history, result, model=None, used=None):
     """Write history.csv, config.json, result.json (and model.pt) into the output folder; print a summary."""
-    from kdlab.train import _rank
+    from kdlab.common import atomic_write_text, process_rank
 
     folder = _output_folder(args)
-    if _rank() != 0:  # under torchrun, rank 0 writes
+    if process_rank() != 0:  # under torchrun, rank 0 writes
         return folder
     _write_config(folder, args, used)
-    _atomic_write_text(folder / "history.csv", history.to_csv(index=False))
-    _atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(folder / "history.csv", history.to_csv(index=False))
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
     if model is not None:
-        from kdlab.train import _atomic_save
+        from kdlab.common import atomic_save
 
-        _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "model.pt")
+        atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "model.pt")
     summary = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
     print(f"kdlab {args.command}: {summary}; results in {folder}")
     return folder
@@ -771,14 +774,3 @@ def _write_run(args, history, result, model=None, used=None):
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _atomic_write(path, write):
-    # kdlab.train is imported lazily so that `kdlab --help` does not pay for torch
-    from kdlab.train import _atomic_write as write_atomically
-    write_atomically(path, write)
-
-
-def _atomic_write_text(path, text):
-    from kdlab.train import _atomic_write_text as write_text
-    write_text(path, text)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdlab.common import resolve_device
+
 __all__ = ["Dataset", "load_dataset", "augment_batch", "DATASET_NAMES"]
 
 DATASET_NAMES = ("mnist10k", "mnist", "cifar10", "cifar100")
@@ -211,7 +213,7 @@ class Dataset:
 
     def to(self, device: str | torch.device) -> Dataset:
         """The same dataset with all four tensors on ``device`` (no copy if they already are)."""
-        device = _resolve_device(device)
+        device = resolve_device(device)
         return dataclasses.replace(
             self,
             train_images=self.train_images.to(device), train_targets=self.train_targets.to(device),
@@ -304,7 +306,7 @@ def load_dataset(
         raise TypeError(f"download must be True or False, got {download!r}")
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path or None, got {root!r}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
 
     if name == "mnist10k":
         arrays = _mnist10k_arrays()
@@ -400,17 +402,6 @@ def _as_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach()
     raise TypeError(f"{name} must be a torch.Tensor or a NumPy array, got {type(value).__name__}")
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a string like 'cpu'/'cuda'/'auto' or a torch.device, got {device!r}")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") from error
 
 
 def _parse_classes(exclude_classes: Iterable[int | str] | int | str, classes: list[str]) -> tuple[int, ...]:

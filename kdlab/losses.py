@@ -29,7 +29,18 @@ from numbers import Real
 import torch
 from torch import nn
 
-from kdlab.temperature import _check_logits, _check_positive_number, _check_temperature, _compute_dtype
+from kdlab.common import (
+    MAX_TEMPERATURE,
+    check_bool,
+    check_bounded_temperature,
+    check_finite_logits,
+    check_logits,
+    check_non_negative,
+    check_positive,
+    check_targets,
+    check_temperature,
+    compute_dtype,
+)
 
 __all__ = [
     "MAX_TEMPERATURE",
@@ -43,10 +54,6 @@ __all__ = [
     "dkd_loss",
     "LearnableTemperature",
 ]
-
-MAX_TEMPERATURE = 1e4
-"""The largest temperature of the losses with a T^2 factor and of every method (see the module docstring)."""
-
 
 def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     """Hinton's KD loss: T^2 * D(p^t_T || q_T) = T^2 * KL(softmax(v / T) || softmax(z / T)).
@@ -135,10 +142,8 @@ _DTKD_MIN_RATIO = 1e-3
 
 
 def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
-    tau = _check_positive_number(temperature, "temperature")
-    _check_at_most_max(tau, "temperature")
-    if not isinstance(detach, bool):
-        raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
+    tau = check_bounded_temperature(temperature, "temperature")
+    check_bool(detach, "detach")
     x = teacher_logits.amax(dim=-1, keepdim=True)
     y = (student_logits.detach() if detach else student_logits).amax(dim=-1, keepdim=True)
     valid = (x > 0) & (y > 0)
@@ -227,22 +232,23 @@ def _spread(logits):
 def _standardize(logits):
     """(x - mean) / (std + 1e-7) per sample; a teacher's -inf logits (probability 0) stay -inf."""
     mean, variance = _moments(logits)
-    standardized = (logits - mean) / (variance.sqrt() + 1e-7)
-    return standardized if bool(torch.isfinite(logits).all()) else torch.where(
-        torch.isfinite(logits), standardized, logits)
+    return torch.where(torch.isneginf(logits), logits, (logits - mean) / (variance.sqrt() + 1e-7))
 
 
 def _moments(logits):
-    """Per-sample mean and unbiased variance (clamped at the smallest normal float) over the finite classes."""
+    """Per-sample mean and unbiased variance (clamped at the smallest normal float) over the classes, or over
+    the finite classes of a teacher with -inf logits. No data-dependent branch (``torch.func.vmap`` runs it):
+    rows without -inf take torch's own mean and var, the others the masked formulas."""
     finite = torch.isfinite(logits)
-    if bool(finite.all()):
-        return (logits.mean(dim=-1, keepdim=True),
-                logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny))
     count = finite.sum(dim=-1, keepdim=True)
+    complete = count == logits.shape[-1]
     filled = torch.where(finite, logits, torch.zeros_like(logits))
-    mean = filled.sum(dim=-1, keepdim=True) / count
-    squares = torch.where(finite, (filled - mean) ** 2, torch.zeros_like(logits)).sum(dim=-1, keepdim=True)
-    return mean, (squares / (count - 1).clamp_min(1)).clamp_min(torch.finfo(logits.dtype).tiny)
+    masked_mean = filled.sum(dim=-1, keepdim=True) / count
+    centred = torch.where(finite, filled - masked_mean, torch.zeros_like(logits))
+    masked_variance = (centred ** 2).sum(dim=-1, keepdim=True) / (count - 1).clamp_min(1)
+    mean = torch.where(complete, logits.mean(dim=-1, keepdim=True), masked_mean)
+    variance = torch.where(complete, logits.var(dim=-1, keepdim=True, unbiased=True), masked_variance)
+    return mean, variance.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
 def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, temperature=4.0, reduction="mean"):
@@ -264,9 +270,9 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    targets = _check_targets(targets, student_logits)
-    alpha = _check_weight(alpha, "alpha")
-    beta = _check_weight(beta, "beta")
+    targets = check_targets(targets, student_logits)
+    alpha = check_non_negative(alpha, "alpha")
+    beta = check_non_negative(beta, "beta")
     temperature = _check_loss_temperature(temperature, student_logits, squared=True)
     teacher_scaled, student_scaled = _scale(teacher_logits, temperature), student_logits / temperature
     # column indices of each sample's K - 1 non-target classes: 0..K-2, shifted up by one from the target on
@@ -313,9 +319,9 @@ class LearnableTemperature(nn.Module):
 
     def __init__(self, t_min=1.0, t_span=20.0, init=1.0, decay_epochs=10, lambda_max=0.0, lambda_min=-1.0):
         super().__init__()
-        self.t_min = _check_positive_number(t_min, "t_min")
-        self.t_span = _check_positive_number(t_span, "t_span")
-        self.decay_epochs = _check_positive_number(decay_epochs, "decay_epochs")
+        self.t_min = check_positive(t_min, "t_min")
+        self.t_span = check_positive(t_span, "t_span")
+        self.decay_epochs = check_positive(decay_epochs, "decay_epochs")
         for name, value in (("init", init), ("lambda_max", lambda_max), ("lambda_min", lambda_min)):
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise TypeError(f"{name} must be a finite number, got {value!r}")
@@ -368,20 +374,20 @@ def _kl(teacher_scaled, student_scaled):
 
 
 def _scale(teacher_logits, temperature):
-    """teacher_logits / temperature, with -inf logits kept as a constant -inf (no NaN gradient reaches a
-    tensor temperature through them: d(-inf / T) / dT would be 0 * inf)."""
-    if isinstance(temperature, torch.Tensor) and temperature.requires_grad and bool(
-            torch.isneginf(teacher_logits).any()):
-        impossible = torch.isneginf(teacher_logits)
-        filled = torch.where(impossible, torch.zeros_like(teacher_logits), teacher_logits)
-        return torch.where(impossible, teacher_logits, filled / temperature)
-    return teacher_logits / temperature
+    """teacher_logits / temperature, with -inf logits kept as a constant -inf: no NaN gradient reaches a
+    temperature tensor (CTKD's, DTKD's per-sample one) through them, since d(-inf / T) / dT would be 0 * inf.
+    Equal to the plain division where the logits are finite."""
+    if not isinstance(temperature, torch.Tensor):
+        return teacher_logits / temperature
+    impossible = torch.isneginf(teacher_logits)
+    filled = torch.where(impossible, torch.zeros_like(teacher_logits), teacher_logits)
+    return torch.where(impossible, teacher_logits, filled / temperature)
 
 
 def _check_pair(student_logits, teacher_logits):
     """Validate (B, K) logits of equal shape; return both in float64 (teacher detached) and the result dtype."""
-    _check_logits(student_logits, "student_logits", exact_dim=2)
-    _check_logits(teacher_logits, "teacher_logits", exact_dim=2)
+    check_logits(student_logits, "student_logits", exact_dim=2)
+    check_logits(teacher_logits, "teacher_logits", exact_dim=2)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape (B, K), got "
@@ -392,8 +398,8 @@ def _check_pair(student_logits, teacher_logits):
         raise ValueError("student_logits must hold at least one sample, got batch size 0")
     if num_classes < 2:
         raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
-    _check_finite_logits(student_logits, teacher_logits)
-    result_dtype = _compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
+    check_finite_logits(student_logits, teacher_logits)
+    result_dtype = compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
     wide = torch.float32 if student_logits.device.type == "mps" else torch.float64  # MPS has no float64
     teacher_logits = teacher_logits.detach().to(wide)
     if teacher_logits.is_inference():  # made under torch.inference_mode: autograd may not save it, a copy it may
@@ -401,40 +407,14 @@ def _check_pair(student_logits, teacher_logits):
     return student_logits.to(wide), teacher_logits, result_dtype
 
 
-def _check_finite_logits(student_logits, teacher_logits):
-    """NaN / inf logits are an error naming the tensor; a teacher's -inf (probability 0) is allowed, unless a
-    whole row is -inf (no distribution at all)."""
-    if not bool(torch.isfinite(student_logits).all()):
-        raise ValueError(f"student_logits must be finite, got {_non_finite(student_logits)}")
-    if not bool(torch.isfinite(teacher_logits).all()):
-        if bool((torch.isnan(teacher_logits) | torch.isposinf(teacher_logits)).any()):
-            raise ValueError(f"teacher_logits must be finite or -inf (a class of probability 0), got "
-                             f"{_non_finite(teacher_logits)}")
-        if bool(torch.isneginf(teacher_logits).all(dim=-1).any()):
-            raise ValueError("teacher_logits must have at least one finite logit per sample, got a row of -inf only")
-
-
-def _non_finite(logits):
-    counts = {"NaN": int(torch.isnan(logits).sum()), "+inf": int(torch.isposinf(logits).sum()),
-              "-inf": int(torch.isneginf(logits).sum())}
-    return ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + f" in shape {tuple(logits.shape)}"
-
-
-def _check_at_most_max(value, name):
-    if value > MAX_TEMPERATURE:
-        raise ValueError(f"{name} must be at most MAX_TEMPERATURE = {MAX_TEMPERATURE:g} for a loss with a T^2 "
-                         f"factor (beyond, T^2 * KL loses its digits in float64), got {value!r}")
-
-
 def _check_loss_temperature(temperature, logits, name="temperature", squared=False):
     """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype; ``squared``: a
     loss with a T^2 factor, so at most MAX_TEMPERATURE."""
     if isinstance(temperature, torch.Tensor) and temperature.numel() != 1 and temperature.shape != (logits.shape[0], 1):
         raise ValueError(f"{name} must be a number or a tensor of shape () or (B, 1), got shape {tuple(temperature.shape)}")
-    temperature = _check_temperature(temperature, logits, name)
+    temperature = check_temperature(temperature, logits, name)
     if squared:
-        largest = float(temperature.detach().max()) if isinstance(temperature, torch.Tensor) else temperature
-        _check_at_most_max(largest, name)
+        check_bounded_temperature(temperature, name)
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(logits.dtype)
     return temperature
@@ -445,30 +425,6 @@ def _per_sample(temperature):
     if isinstance(temperature, torch.Tensor):
         return temperature.reshape(-1) if temperature.numel() > 1 else temperature.reshape(())
     return temperature
-
-
-def _check_targets(targets, logits):
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of class indices, got {type(targets).__name__}")
-    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"targets must be an integer tensor of class indices, got {targets.dtype}")
-    batch, num_classes = logits.shape
-    if targets.shape != (batch,):
-        raise ValueError(f"targets must have shape (B,) = ({batch},), got {tuple(targets.shape)}")
-    if batch and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
-        raise ValueError(
-            f"targets must be class indices in [0, {num_classes - 1}], got values in "
-            f"[{int(targets.min())}, {int(targets.max())}]"
-        )
-    return targets.long()
-
-
-def _check_weight(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a finite number >= 0, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _check_reduction(reduction):

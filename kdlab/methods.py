@@ -19,7 +19,7 @@ Defaults are each paper's CIFAR-100 setting (resnet32x4 -> resnet8x4 where the p
     ctkd             ce, kd            tau in (1, 21) learnable, ce 0.1, kd 0.9      CTKD code
     normkd           ce, normkd        T_norm 2, ce 0.1, kd 0.9                      NormKD code (mdistiller cfg)
 
-Every temperature lies in (0, ``kdlab.losses.MAX_TEMPERATURE`` = 1e4] (a ValueError beyond).
+Every temperature lies in (0, ``kdlab.common.MAX_TEMPERATURE`` = 1e4] (a ValueError beyond).
 Every teacher-based recipe accepts ``warmup`` (epochs): its distillation terms are multiplied by
 min(epoch / warmup, 1) (0 = no warm-up); the CE term never is. For a short run, e.g. 10 epochs on
 mnist10k, pass a smaller warm-up: ``get_method("dkd", warmup=2)``. ``"ttm"`` and ``"wttm"`` also accept the
@@ -33,10 +33,18 @@ from numbers import Real
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.common import (
+    check_bool,
+    check_bounded_temperature,
+    check_logits,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_targets,
+    compute_dtype,
+)
 from kdlab.losses import (
-    MAX_TEMPERATURE,
     LearnableTemperature,
-    _check_targets,
     dkd_loss,
     dtkd_loss,
     dtkd_temperatures,
@@ -46,7 +54,6 @@ from kdlab.losses import (
     ttm_loss,
     wttm_loss,
 )
-from kdlab.temperature import _check_logits, _compute_dtype
 
 __all__ = ["Method", "get_method", "list_methods"]
 
@@ -85,10 +92,10 @@ class Method(nn.Module):
             )
 
     def forward(self, student_logits, teacher_logits, targets, epoch):
-        _check_logits(student_logits, "student_logits", exact_dim=2)
+        check_logits(student_logits, "student_logits", exact_dim=2)
         if self.needs_teacher and teacher_logits is None:
             raise ValueError(f"teacher_logits must be a tensor of shape (B, K) for method {self.name!r}, got None")
-        targets = _check_targets(targets, student_logits)
+        targets = check_targets(targets, student_logits)
         if isinstance(epoch, bool) or not isinstance(epoch, Real) or not math.isfinite(epoch) or epoch < 0:
             raise ValueError(f"epoch must be a finite number >= 0 (1-based epoch index), got {epoch!r}")
         return self._terms(self, student_logits, teacher_logits, targets, epoch)
@@ -106,7 +113,7 @@ class Method(nn.Module):
 # The recipes. Each returns the weighted terms; ``m.hparams`` holds the hyper-parameters.
 
 def _cross_entropy(student_logits, targets, smoothing=0.0):
-    logits = student_logits.to(_compute_dtype(student_logits.dtype))
+    logits = student_logits.to(compute_dtype(student_logits.dtype))
     return F.cross_entropy(logits, targets, label_smoothing=smoothing)
 
 
@@ -312,11 +319,11 @@ def get_method(name: str, **overrides) -> Method:
     if "gamma" in overrides:
         if "temperature" in overrides:
             raise ValueError("give either temperature or gamma (= 1 / temperature), not both")
-        overrides["temperature"] = 1.0 / _positive(overrides.pop("gamma"), "gamma")
+        overrides["temperature"] = 1.0 / check_positive(overrides.pop("gamma"), "gamma")
     if name == "ctkd" and "temperature" not in overrides:
         t_min = overrides.get("t_min", defaults["t_min"])
         t_span = overrides.get("t_span", defaults["t_span"])
-        overrides["temperature"] = _positive(t_min, "t_min") + _positive(t_span, "t_span") / (1 + math.exp(-1.0))
+        overrides["temperature"] = check_positive(t_min, "t_min") + check_positive(t_span, "t_span") / (1 + math.exp(-1.0))
     hparams = dict(defaults)
     for key, value in overrides.items():
         hparams[key] = _VALIDATORS[key](value, key)
@@ -331,52 +338,21 @@ def get_method(name: str, **overrides) -> Method:
 # ----------------------------------------------------------------------------------------------------------
 # Validation of overrides.
 
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _temperature(value, name):
-    """A method's temperature: a finite number in (0, MAX_TEMPERATURE] (see kdlab.losses)."""
-    value = _positive(value, name)
-    if value > MAX_TEMPERATURE:
-        raise ValueError(f"{name} must be at most MAX_TEMPERATURE = {MAX_TEMPERATURE:g} (kdlab.losses), got {value!r}")
-    return value
-
-
-def _non_negative(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value if isinstance(value, int) else float(value)
-
-
-def _probability(value, name):
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _flag(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
 
 def _logit(probability):
     return math.log(probability / (1 - probability))
 
 
 _VALIDATORS = {
-    "temperature": _temperature,
-    "ce_weight": _non_negative,
-    "kd_weight": _non_negative,
-    "alpha": _non_negative,
-    "beta": _non_negative,
-    "warmup": _non_negative,
-    "detach": _flag,
-    "smoothing": _probability,
-    "t_min": _positive,
-    "t_span": _positive,
-    "decay_epochs": _positive,
+    "temperature": check_bounded_temperature,
+    "ce_weight": check_non_negative,
+    "kd_weight": check_non_negative,
+    "alpha": check_non_negative,
+    "beta": check_non_negative,
+    "warmup": check_non_negative,
+    "detach": check_bool,
+    "smoothing": check_probability,
+    "t_min": check_positive,
+    "t_span": check_positive,
+    "decay_epochs": check_positive,
 }

@@ -17,7 +17,7 @@ name              architecture                                               par
 ================  =========================================================  ===========
 
 The students have no BatchNorm, no dropout and no in-place ops, so a batch of them can be run as
-one network with ``torch.func.stack_module_state`` + ``vmap`` (see ``kdlab.sweep``).
+one network with ``torch.func.stack_module_state`` + ``vmap`` (see ``kdlab.sweeps``).
 
 CIFAR (32x32, 3 channels): our own implementations of the networks used by RepDistiller (Tian et
 al., CRD, ICLR 2020) and mdistiller (Zhao et al., DKD, CVPR 2022), with the same layers and hence

@@ -516,11 +516,12 @@ def run_study(name: str, teacher, dataset="mnist10k", scale: str | None = None, 
     plus "teacher_acc" where the study trains teachers.
     """
     from kdlab.data import Dataset, load_dataset
-    from kdlab.train import _resolve_device, train_teacher
+    from kdlab.common import resolve_device
+    from kdlab.train import resolve_teacher
 
     if name not in STUDY_NAMES:
         raise ValueError(f"name must be one of {STUDY_NAMES}, got {name!r}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, device=device)
     elif not isinstance(dataset, Dataset):
@@ -528,10 +529,7 @@ def run_study(name: str, teacher, dataset="mnist10k", scale: str | None = None, 
     if scale is None:
         scale = "cifar100" if dataset.name.startswith("cifar") else "mnist10k"
     settings = study_settings(scale, **overrides)
-    if isinstance(teacher, str):
-        teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
-    elif not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be an nn.Module or a model name, got {type(teacher).__name__}")
+    teacher = resolve_teacher(teacher, dataset, device, progress)
     transfer = dataset if settings["transfer_size"] is None else dataset.transfer_set(settings["transfer_size"])
     context = _StudyContext(teacher, dataset, transfer, settings, out, progress, device)
     frame = _RUNNERS[name](context)
@@ -637,7 +635,7 @@ class _StudyContext:
     configs_so_far: int = 0
 
     def sweep(self, teacher, transfer=None, grid=None, **common):
-        from kdlab.sweep import sweep
+        from kdlab.sweeps import sweep
 
         grid = {"temperature": list(self.settings["temperatures"]), "seed": list(self.settings["seeds"]),
                 **(grid or {})}

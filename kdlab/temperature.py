@@ -28,6 +28,8 @@ from numbers import Real
 
 import torch
 
+from kdlab.common import check_logits, check_positive, check_temperature, compute_dtype
+
 __all__ = [
     "tempered_softmax",
     "log_tempered_softmax",
@@ -59,9 +61,9 @@ def log_tempered_softmax(logits: torch.Tensor, temperature) -> torch.Tensor:
     Use this instead of ``tempered_softmax(...).log()``: the log of an underflowed probability is -inf, the
     log-softmax is finite. Same arguments and dtype rule as :func:`tempered_softmax`.
     """
-    _check_logits(logits, "logits", min_dim=1)
-    temperature = _check_temperature(temperature, logits)
-    compute = _compute_dtype(logits.dtype)
+    check_logits(logits, "logits", min_dim=1)
+    temperature = check_temperature(temperature, logits)
+    compute = compute_dtype(logits.dtype)
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(compute)
     return torch.log_softmax(logits.to(compute) / temperature, dim=-1).to(logits.dtype)
@@ -88,15 +90,15 @@ def power_transform(probs: torch.Tensor, gamma, *, log_input: bool = False) -> t
         log_input: whether ``probs`` holds log-probabilities.
     Returns probabilities in the dtype of ``probs``.
     """
-    gamma = _check_positive_number(gamma, "gamma")
+    gamma = check_positive(gamma, "gamma")
     if not isinstance(log_input, bool):
         raise TypeError(f"log_input must be a bool, got {type(log_input).__name__}")
     if log_input:
-        _check_logits(probs, "probs", min_dim=1)
-        log_probs = probs.to(_compute_dtype(probs.dtype))
+        check_logits(probs, "probs", min_dim=1)
+        log_probs = probs.to(compute_dtype(probs.dtype))
     else:
         _check_probs(probs, "probs")
-        log_probs = probs.to(_compute_dtype(probs.dtype)).log()  # log 0 = -inf, and gamma * -inf = -inf
+        log_probs = probs.to(compute_dtype(probs.dtype)).log()  # log 0 = -inf, and gamma * -inf = -inf
     return torch.softmax(gamma * log_probs, dim=-1).to(probs.dtype)
 
 
@@ -145,7 +147,7 @@ def power_sum(probs: torch.Tensor, gamma) -> torch.Tensor:
     U_gamma(p) = exp((1 - gamma) * H_gamma(p)). gamma is a finite number > 0.
     Returns shape ``probs.shape[:-1]``.
     """
-    gamma = _check_positive_number(gamma, "gamma")
+    gamma = check_positive(gamma, "gamma")
     _check_probs(probs, "probs")
     p = _renormalized(probs)
     return torch.logsumexp(gamma * p.log(), dim=-1).exp().to(probs.dtype)
@@ -158,8 +160,8 @@ def sharpness(logits: torch.Tensor) -> torch.Tensor:
     student temperatures that make the sharpness of v / T_t and z / T_s (nearly) equal.
     Returns shape ``logits.shape[:-1]``.
     """
-    _check_logits(logits, "logits", min_dim=1)
-    return torch.logsumexp(logits.to(_compute_dtype(logits.dtype)), dim=-1).to(logits.dtype)
+    check_logits(logits, "logits", min_dim=1)
+    return torch.logsumexp(logits.to(compute_dtype(logits.dtype)), dim=-1).to(logits.dtype)
 
 
 def temperature_for_entropy(logits: torch.Tensor, target_entropy, *, iterations: int = 80) -> torch.Tensor:
@@ -178,7 +180,7 @@ def temperature_for_entropy(logits: torch.Tensor, target_entropy, *, iterations:
         shape (..., 1) in the dtype of ``logits``, ready for ``tempered_softmax(logits, T)``; not differentiable
         (the logits are detached).
     """
-    _check_logits(logits, "logits", min_dim=1)
+    check_logits(logits, "logits", min_dim=1)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
     v = logits.detach().to(torch.float64)
@@ -269,27 +271,10 @@ def smoothing_for_entropy(num_classes: int, target_entropy):
 # ----------------------------------------------------------------------------------------------------------
 # Shared private validators (also used by kdlab.losses). Each raises TypeError/ValueError naming the argument.
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16 / bfloat16 are computed in float32; float32 and float64 as they are."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _check_logits(tensor, name: str, min_dim: int = 2, exact_dim: int | None = None) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {tensor.dtype}")
-    if exact_dim is not None and tensor.dim() != exact_dim:
-        raise ValueError(f"{name} must have shape (B, K) (2-D: batch x classes), got shape {tuple(tensor.shape)}")
-    if tensor.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s) (classes last), got shape {tuple(tensor.shape)}")
-    if tensor.shape[-1] == 0:
-        raise ValueError(f"{name} must have at least one class in its last dimension, got shape {tuple(tensor.shape)}")
-
 
 def _check_probs(tensor, name: str) -> None:
-    _check_logits(tensor, name, min_dim=1)
-    p = tensor.detach().to(_compute_dtype(tensor.dtype))
+    check_logits(tensor, name, min_dim=1)
+    p = tensor.detach().to(compute_dtype(tensor.dtype))
     if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
         raise ValueError(f"{name} must hold finite probabilities >= 0")
     # 1% catches logits or unnormalised weights passed by mistake, yet accepts probabilities rounded to
@@ -301,37 +286,8 @@ def _check_probs(tensor, name: str) -> None:
 
 def _renormalized(probs: torch.Tensor) -> torch.Tensor:
     """Checked probabilities in the compute dtype, divided by their sum (removes low-precision rounding)."""
-    p = probs.to(_compute_dtype(probs.dtype))
+    p = probs.to(compute_dtype(probs.dtype))
     return p / p.sum(-1, keepdim=True)
-
-
-def _check_positive_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a finite number > 0, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_temperature(temperature, logits: torch.Tensor, name: str = "temperature"):
-    """A finite number > 0 (returned as float) or a positive finite float tensor that broadcasts against
-    ``logits`` without enlarging it (returned as is)."""
-    if not isinstance(temperature, torch.Tensor):
-        return _check_positive_number(temperature, name)
-    if not temperature.is_floating_point():
-        raise TypeError(f"{name} must be a number or a floating-point tensor, got {temperature.dtype}")
-    # Broadcasts without enlarging the logits: no more dimensions, each trailing one 1 or equal. (A plain
-    # comparison: torch.broadcast_shapes costs ~70 us per call, which adds up over a training run.)
-    shape, target = temperature.shape, logits.shape
-    if len(shape) > len(target) or any(a != 1 and a != b for a, b in zip(reversed(shape), reversed(target))):
-        raise ValueError(
-            f"{name} must broadcast against logits of shape {tuple(logits.shape)} without enlarging them "
-            f"(e.g. a scalar or shape (B, 1)), got shape {tuple(temperature.shape)}"
-        )
-    detached = temperature.detach()
-    if not bool((torch.isfinite(detached) & (detached > 0)).all()):
-        raise ValueError(f"{name} must be finite and > 0 everywhere, got min {float(detached.min())!r}")
-    return temperature
 
 
 def _entropy_target(target_entropy, batch_shape, device) -> torch.Tensor:

@@ -20,12 +20,12 @@ and it is written so that it is fast on a laptop CPU, which is where students ru
   same student as running the teacher on every batch (``reuse_teacher_logits=False``), many times faster;
 * test accuracy is computed once per epoch in large chunks, train accuracy from the running batches.
 
-Training protocol (``kdlab.sweep`` follows it exactly, so a sweep's student equals ``distill``'s):
+Training protocol (``kdlab.sweeps`` follows it exactly, so a sweep's student equals ``distill``'s):
 ``torch.manual_seed(seed)`` right before the model is created; ``torch.Generator().manual_seed(seed)``
 draws one ``randperm`` per epoch; batches are consecutive slices (the last partial batch is kept);
 augmentation (only when ``dataset.augment``) uses ``torch.Generator().manual_seed(seed + 1)``; the
 schedule steps once per epoch. Settings come from a recipe (``RECIPES``) and explicit arguments win;
-``_resolve_recipe`` does that resolution and is what ``kdlab.sweep`` imports.
+``resolve_recipe`` does that resolution and is what ``kdlab.sweeps`` uses.
 
 Also here: a teacher cache (``$KDLAB_CACHE`` or ``~/.cache/kdlab``) so that a notebook gets its teacher
 back in a second, opt-in checkpoints with bit-identical resume on CPU, and DistributedDataParallel when
@@ -34,14 +34,12 @@ launched by ``torchrun``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -50,9 +48,30 @@ import pandas as pd
 import torch
 from torch import nn
 
+from kdlab.common import (
+    RECIPE_METHODS,
+    RECIPES,
+    atomic_save,
+    autocast,
+    check_bool,
+    check_logits,
+    check_model_logits,
+    check_seed,
+    dataset_fingerprint,
+    diverged_term,
+    eval_batch_size,
+    make_optimizer,
+    make_scheduler,
+    process_rank,
+    recipe_method_overrides,
+    resolve_dataset,
+    resolve_device,
+    resolve_model,
+    resolve_recipe,
+    tune_cpu_allocator,
+)
 from kdlab.data import Dataset, augment_batch, load_dataset
 from kdlab.methods import get_method
-from kdlab.models import create_model
 from kdlab.stats import calibration
 
 __all__ = ["RECIPES", "RECIPE_METHODS", "SHIPPED_TEACHERS", "TrainingDiverged", "train_teacher", "distill",
@@ -73,14 +92,6 @@ class TrainingDiverged(RuntimeError):
         self.epoch, self.term, self.history = epoch, term, history
 
 
-def _diverged_term(row, names):
-    """The first of ``names`` whose value in ``row`` is not finite (None if all are): shared by the loops."""
-    for name in names:
-        value = row.get(name)
-        if value is not None and not math.isfinite(value):
-            return name
-    return None
-
 # Bump when the layout of cached teacher files changes: old files are then simply not found.
 CACHE_FORMAT_VERSION = 1
 
@@ -94,59 +105,7 @@ SHIPPED_TEACHERS = {
                              "sha256": "13853a1e2a74d1a99964df9414617b17b98a59d24a1b19232240805895eefdfe"},
 }
 
-# Training settings. ``recipe=None`` picks "cifar" for CIFAR datasets and "mnist10k" otherwise;
-# any explicit argument (epochs=..., lr=...) overrides the recipe's value.
-#
-# "cifar" is the CRD / RepDistiller recipe used by the TTM, WTTM, DTKD and CTKD papers for both teachers
-# and students: SGD(0.05, momentum 0.9, weight decay 5e-4), batch 64, 240 epochs, LR x0.1 at 150/180/210
-# ("step" puts the milestones at 5/8, 3/4 and 7/8 of the epochs, which is exactly 150/180/210 for 240).
-#
-# "mnist10k" is the class-scale recipe, sized for a 2-core laptop. The "cnn" teacher, 10 epochs on the
-# 8,000 training digits with random 2-pixel shifts, reaches 98.95 % test accuracy with seed 0 (98.45 and
-# 98.6 with seeds 1 and 2) in about 40 s of single-core CPU time. Distilling it into "mlp64" on a
-# 1,000-image transfer set takes about a second: 10 epochs of SGD at lr 0.01, where KD (T = 4) gives
-# 89.8 % against 87.6 % for the same student trained on the labels alone (3 seeds, +-0.6). The student
-# learning rate is kept small because KD's T^2 factor scales the step: at lr 0.05, T = 8 loses accuracy.
-#
-# Teachers also have "augment": "dataset" applies the dataset's own augmentation (crop + flip for CIFAR,
-# none for MNIST), "shift" moves each digit by up to 2 pixels (never mirrored: a mirrored 2 is not a 2),
-# "none" trains on the images as they are. Students always follow the dataset (the training protocol).
-RECIPES = {
-    "mnist10k": {
-        "teacher": {"epochs": 10, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
-                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "cosine", "augment": "shift"},
-        "student": {"epochs": 10, "optimizer": "sgd", "lr": 0.01, "batch_size": 64,
-                    "weight_decay": 0.0, "momentum": 0.9, "schedule": None},
-    },
-    "cifar": {
-        "teacher": {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
-                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step", "augment": "dataset"},
-        "student": {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
-                    "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step"},
-    },
-}
-
-# Method hyper-parameters a recipe changes from the papers' defaults (``kdlab.methods``) for its scale of
-# training; an explicit argument (beta=...) still wins. "mnist10k": TTM's CIFAR weight beta = 100 makes SGD
-# at lr 0.01 diverge on the MLP students: 10 % test accuracy at T = 1-8, 49 % at T = 16 (mlp64, 1,000-image
-# transfer set, 10 epochs, 2 seeds). Over beta in {1, 3, 10, 30, 100} x T in {1, 2, 4, 8, 16}, beta = 3 is
-# within 0.8 points of the best beta at every T (TTM 89.4-90.5 %); it is also WTTM's own default.
-RECIPE_METHODS = {
-    "mnist10k": {"ttm": {"beta": 3.0}},
-    "cifar": {},
-}
-
-_SETTING_NAMES = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "momentum", "schedule")
-_AUGMENT_CHOICES = ("dataset", "shift", "none")
-# Inference chunk sizes. On the CPU, chunks of 256 images keep a conv net's activations in cache: the mnist
-# teacher's logits for 1,000 images take 47 ms in chunks of 128-256 and 97 ms in one chunk of 1,024 (2 threads).
-# On a GPU, larger chunks fill the device.
-_EVAL_BATCH = {"cpu": 256}
-_EVAL_BATCH_DEFAULT = 1024
-
-
-def _eval_batch(device):
-    return _EVAL_BATCH.get(torch.device(device).type, _EVAL_BATCH_DEFAULT)
+# The training settings (RECIPES, RECIPE_METHODS) and their resolution live in kdlab.common.
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -181,22 +140,22 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
     "seconds"; ``history.attrs["settings"]`` holds the settings used (the recipe's values after the explicit
     arguments). The returned model is in eval mode.
     """
-    _check_bool(cache, "cache")
-    device = _resolve_device(device)
-    dataset = _resolve_dataset(dataset, device)
-    settings = _resolve_recipe(recipe, dataset.name, "teacher", epochs=epochs, optimizer=optimizer, lr=lr,
+    check_bool(cache, "cache")
+    device = resolve_device(device)
+    dataset = resolve_dataset(dataset, device)
+    settings = resolve_recipe(recipe, dataset.name, "teacher", epochs=epochs, optimizer=optimizer, lr=lr,
                                batch_size=batch_size, weight_decay=weight_decay, momentum=momentum,
                                schedule=schedule, augment=augment)
-    _check_seed(seed)
+    check_seed(seed)
     use_cache = cache and isinstance(model, str)
     model_name = model if isinstance(model, str) else type(model).__name__
 
-    _check_bool(pretrained, "pretrained")
+    check_bool(pretrained, "pretrained")
     cache_path = None
     if isinstance(model, str) and (use_cache or pretrained):
-        cached_model = _resolve_model(model, dataset, seed, "model")
+        cached_model = resolve_model(model, dataset, seed, "model")
         key = {"format": CACHE_FORMAT_VERSION, "dataset": dataset.name,
-               "fingerprint": _dataset_fingerprint(dataset), "model": model_name,
+               "fingerprint": dataset_fingerprint(dataset), "model": model_name,
                "architecture": hashlib.sha256(repr(cached_model).encode()).hexdigest()[:16],
                "recipe": settings, "seed": seed}
         history = _load_shipped_teacher(key, cached_model, device) if pretrained else None
@@ -210,14 +169,14 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
             return cached_model, history
     # Created (again) after the cache check, so a half-loaded corrupt file cannot leak into training.
     given_module = isinstance(model, nn.Module)
-    model = _resolve_model(model, dataset, seed, "model")
+    model = resolve_model(model, dataset, seed, "model")
 
     model, history = _fit(model, dataset, get_method("ce"), None, settings, seed=seed, device=device,
                           compile=compile, reuse_teacher_logits=True, checkpoint_dir=checkpoint_dir,
                           resume=resume, progress=progress, description=f"teacher {model_name}",
                           run_config={"kind": "teacher", "model": model_name}, reseed=given_module)
-    if use_cache and _rank() == 0:
-        _atomic_save({"format": CACHE_FORMAT_VERSION, "key": json.dumps(key, sort_keys=True),
+    if use_cache and process_rank() == 0:
+        atomic_save({"format": CACHE_FORMAT_VERSION, "key": json.dumps(key, sort_keys=True),
                       "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                       "history": _history_to_lists(history)}, cache_path)
     history.attrs["cache_path"] = str(cache_path) if cache_path else None
@@ -251,17 +210,17 @@ def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatu
     "settings" (the training settings used) and "method" ({"name", "hparams"}: the method's hyper-parameters
     after the recipe's and the explicit ones). The student is returned in eval mode.
     """
-    _check_bool(reuse_teacher_logits, "reuse_teacher_logits")
-    device = _resolve_device(device)
-    dataset = _resolve_dataset(dataset, device)
-    settings = _resolve_recipe(recipe, dataset.name, "student", epochs=epochs, optimizer=optimizer, lr=lr,
+    check_bool(reuse_teacher_logits, "reuse_teacher_logits")
+    device = resolve_device(device)
+    dataset = resolve_dataset(dataset, device)
+    settings = resolve_recipe(recipe, dataset.name, "student", epochs=epochs, optimizer=optimizer, lr=lr,
                                batch_size=batch_size, weight_decay=weight_decay, momentum=momentum,
                                schedule=schedule)
-    _check_seed(seed)
+    check_seed(seed)
     if isinstance(method, str):
         if temperature is not None:
             method_overrides = {"temperature": temperature, **method_overrides}
-        method_overrides = _recipe_method_overrides(recipe, dataset.name, method, method_overrides)
+        method_overrides = recipe_method_overrides(recipe, dataset.name, method, method_overrides)
         try:
             method = get_method(method, **method_overrides)
         except ValueError as error:
@@ -274,20 +233,13 @@ def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatu
         raise TypeError(f"method must be a method name (see kdlab.list_methods()) or a Method, "
                         f"got {type(method).__name__}")
 
-    if method.needs_teacher:
-        if teacher is None:
-            raise ValueError(f"teacher must be given for method {method.name!r}, got None")
-        if isinstance(teacher, str):
-            teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
-        elif not isinstance(teacher, nn.Module):
-            raise TypeError(f"teacher must be an nn.Module, a model name or None, got {type(teacher).__name__}")
-        teacher.to(device)
-    else:
-        teacher = None  # "ce" / "label_smoothing": the student learns from the labels alone
+    # "ce" / "label_smoothing": no teacher, the student learns from the labels alone
+    teacher = resolve_teacher(teacher, dataset, device, progress, needed=method.needs_teacher,
+                              reason=f" for method {method.name!r}")
 
     student_name = student if isinstance(student, str) else type(student).__name__
     given_module = isinstance(student, nn.Module)
-    student = _resolve_model(student, dataset, seed, "student")
+    student = resolve_model(student, dataset, seed, "student")
     run_config = {"kind": "distill", "student": student_name, "method": method.name,
                   "hparams": {k: repr(v) for k, v in sorted(method.hparams.items())}}
     student, history = _fit(student, dataset, method, teacher, settings, seed=seed, device=device,
@@ -298,6 +250,21 @@ def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatu
     history.attrs["settings"] = settings
     history.attrs["method"] = {"name": method.name, "hparams": dict(sorted(method.hparams.items()))}
     return student, history
+
+
+def resolve_teacher(teacher, dataset, device, progress=True, needed=True, reason=""):
+    """The teacher on ``device``: an ``nn.Module`` as is, a model name -> ``train_teacher(dataset, name)``
+    (from the cache when possible); None when no method ``needed`` one. ``reason`` ends the error message
+    for a missing teacher (e.g. " for method 'kd'")."""
+    if not needed:
+        return None
+    if teacher is None:
+        raise ValueError(f"teacher must be given{reason}, got None")
+    if isinstance(teacher, str):
+        teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
+    elif not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be an nn.Module, a model name or None, got {type(teacher).__name__}")
+    return teacher.to(device)
 
 
 def evaluate(model, dataset, split="test", batch_size=None):
@@ -331,13 +298,13 @@ def predict(model, images, batch_size=None):
         raise TypeError("images must be a tensor of shape (N, C, H, W)")
     device = _model_device(model)
     if batch_size is None:
-        batch_size = _eval_batch(device)
+        batch_size = eval_batch_size(device)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     was_training = model.training
     model.eval()
     chunks = []
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast(device):
         for start in range(0, images.shape[0], batch_size):
             chunk = images[start:start + batch_size].to(device)
             chunks.append(model(_memory_format(chunk, model)).float())
@@ -361,203 +328,8 @@ def cache_dir():
 
 
 # ----------------------------------------------------------------------------------------------------
-# Settings (imported by kdlab.sweep so that both follow one protocol)
+# Settings (shared with kdlab.sweeps so that both follow one protocol)
 # ----------------------------------------------------------------------------------------------------
-
-def _recipe_name(recipe, dataset_name):
-    """The named recipe behind ``recipe``: None -> by dataset; a dict builds on "mnist10k"."""
-    if recipe is None:
-        return "cifar" if str(dataset_name).lower().startswith("cifar") else "mnist10k"
-    return recipe if isinstance(recipe, str) else "mnist10k"
-
-
-def _recipe_method_overrides(recipe, dataset_name, method_name, explicit):
-    """The recipe's method hyper-parameters (``RECIPE_METHODS``) updated by the explicit ones."""
-    defaults = RECIPE_METHODS.get(_recipe_name(recipe, dataset_name), {}).get(method_name, {})
-    return {**defaults, **explicit}
-
-
-def _resolve_recipe(recipe, dataset_name, role, **explicit):
-    """Effective settings: the recipe's values for ``role`` ("teacher"/"student"), overridden by every
-    explicit argument that is not None, then validated. Returns a plain dict with the keys
-    epochs, optimizer, lr, batch_size, weight_decay, momentum, schedule (and augment for teachers)."""
-    if role not in ("teacher", "student"):
-        raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
-    known = _SETTING_NAMES + (("augment",) if role == "teacher" else ())
-    unknown = set(explicit) - set(known)
-    if unknown:
-        raise TypeError(f"unknown training settings {sorted(unknown)}; known: {list(known)}")
-    if recipe is None:
-        recipe = _recipe_name(recipe, dataset_name)
-    if isinstance(recipe, str):
-        if recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a dict, got {recipe!r}")
-        settings = dict(RECIPES[recipe][role])
-    elif isinstance(recipe, dict):
-        unknown = set(recipe) - set(known)
-        if unknown:
-            raise ValueError(f"recipe has unknown keys {sorted(unknown)}; known: {list(known)}")
-        settings = dict(RECIPES["mnist10k"][role], **recipe)
-    else:
-        raise TypeError(f"recipe must be None, a recipe name {sorted(RECIPES)} or a dict, "
-                        f"got {type(recipe).__name__}")
-    settings.update({k: v for k, v in explicit.items() if v is not None})
-    _validate_settings(settings)
-    if role == "teacher" and settings["augment"] not in _AUGMENT_CHOICES:
-        raise ValueError(f"augment must be one of {list(_AUGMENT_CHOICES)}, got {settings['augment']!r}")
-    if isinstance(settings["schedule"], (list, tuple)):
-        settings["schedule"] = [int(m) for m in settings["schedule"]]
-    settings["lr"] = float(settings["lr"])
-    settings["weight_decay"] = float(settings["weight_decay"])
-    settings["momentum"] = float(settings["momentum"])
-    return settings
-
-
-def _validate_settings(settings):
-    epochs = settings["epochs"]
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    batch_size = settings["batch_size"]
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if settings["optimizer"] not in ("sgd", "adamw"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {settings['optimizer']!r}")
-    for name, low_ok in (("lr", False), ("weight_decay", True), ("momentum", True)):
-        value = settings[name]
-        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-                or value < 0 or (value == 0 and not low_ok)):
-            expected = "a finite number >= 0" if low_ok else "a finite number > 0"
-            raise ValueError(f"{name} must be {expected}, got {value!r}")
-    if settings["momentum"] >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {settings['momentum']!r}")
-    schedule = settings["schedule"]
-    if isinstance(schedule, (list, tuple)):
-        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in schedule) \
-                or list(schedule) != sorted(schedule):
-            raise ValueError(f"schedule milestones must be increasing positive integers, got {schedule!r}")
-    elif schedule not in (None, "constant", "cosine", "step"):
-        raise ValueError("schedule must be None, 'constant', 'cosine', 'step' or a list of milestone "
-                         f"epochs, got {schedule!r}")
-
-
-def _make_optimizer(params, settings):
-    """SGD (momentum, no Nesterov) or AdamW (default betas/eps), as the training protocol says."""
-    if settings["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=settings["lr"], momentum=settings["momentum"],
-                               weight_decay=settings["weight_decay"])
-    return torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
-
-
-def _milestones(schedule, epochs):
-    """Milestone epochs of a step schedule: "step" = 5/8, 3/4, 7/8 of the epochs (150/180/210 of 240)."""
-    if schedule == "step":
-        return sorted({max(1, round(epochs * f)) for f in (5 / 8, 6 / 8, 7 / 8)})
-    return list(schedule)
-
-
-def _make_scheduler(optimizer, settings):
-    """None/"constant" -> None; "cosine" -> CosineAnnealingLR(T_max=epochs); "step"/milestones ->
-    MultiStepLR(gamma=0.1). Stepped once per epoch, after the epoch."""
-    schedule = settings["schedule"]
-    if schedule in (None, "constant"):
-        return None
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, _milestones(schedule, settings["epochs"]),
-                                                gamma=0.1)
-
-
-_ALLOCATOR_TUNED = False
-
-
-def _tune_cpu_allocator(device):
-    """Let glibc's malloc keep freed memory for reuse during CPU training (once per process, Linux only).
-
-    A training step frees and reallocates the same few-megabyte tensors (gradients, activations, the teacher's
-    feature maps) every step. With glibc's defaults, blocks above a dynamic threshold go back to the kernel
-    when freed (munmap, or a heap trim) and come back as fresh zeroed pages: the 10-epoch sweep of
-    ``benchmarks/bench_sweep.py`` took ~33,000 page faults and 0.67-0.76 s instead of 0.42-0.46 s with the
-    freed memory kept (12 runs each, 2 threads); one ``distill`` run 0.24-0.27 s instead of 0.21 s. This raises the mmap threshold to 32 MB and the trim threshold to 256 MB (``mallopt``), the effect
-    that the PyTorch CPU tuning guide gets by preloading jemalloc or tcmalloc. Set the environment variable
-    ``KDLAB_TUNE_MALLOC=0`` to leave the allocator alone.
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED or device.type != "cpu" or os.environ.get("KDLAB_TUNE_MALLOC", "1") == "0":
-        return
-    _ALLOCATOR_TUNED = True
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
-
-
-def _resolve_device(device):
-    """ "auto" -> CUDA when present, else CPU. Under torchrun on CUDA, the GPU of this local rank. "mps" (Apple
-    silicon's GPU) is used when asked for (a clear error where it is missing), never picked by "auto"."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif isinstance(device, str):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            resolved = torch.device(device)
-        except RuntimeError:
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-    else:
-        raise TypeError(f"device must be a string or torch.device, got {type(device).__name__}")
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but CUDA is not available")
-        if resolved.index is None:
-            resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-    elif resolved.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            why = ("this torch was built without MPS" if mps is None or not mps.is_built()
-                   else "MPS needs Apple silicon and macOS 12.3 or later")
-            raise ValueError(f"device {device!r} was asked for but MPS is not available here ({why}); "
-                             "use device='cpu' or 'auto'")
-    elif resolved.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu', 'mps' or a CUDA device, got {device!r}")
-    return resolved
-
-
-def _resolve_dataset(dataset, device):
-    if isinstance(dataset, str):
-        return load_dataset(dataset, device=str(device))
-    if isinstance(dataset, Dataset):
-        return dataset.to(device)
-    raise TypeError(f"dataset must be a dataset name or a kdlab Dataset, got {type(dataset).__name__}")
-
-
-def _resolve_model(model, dataset, seed, argument):
-    """A model name -> ``torch.manual_seed(seed)`` then ``create_model``; an nn.Module is used as is."""
-    if isinstance(model, str):
-        torch.manual_seed(seed)
-        return create_model(model, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
-    if isinstance(model, nn.Module):
-        return model
-    raise TypeError(f"{argument} must be a model name or an nn.Module, got {type(model).__name__}")
-
-
-def _check_seed(seed):
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-
-
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -586,22 +358,22 @@ def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, re
 
 def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, compile, reuse_teacher_logits,
                 checkpoint_dir, resume, progress, description, run_config):
-    _check_bool(compile, "compile")
-    _check_bool(resume, "resume")
-    _check_bool(progress, "progress")
+    check_bool(compile, "compile")
+    check_bool(resume, "resume")
+    check_bool(progress, "progress")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (the folder holding the checkpoint), got None")
     checkpoint_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
 
-    _tune_cpu_allocator(device)
+    tune_cpu_allocator(device)
     rank, world_size = _init_distributed(device)
     model.to(device)
     if device.type == "cuda" and _has_conv(model):
         model.to(memory_format=torch.channels_last)
     method.to(device)
     params = list(model.parameters()) + list(method.parameters())
-    optimizer = _make_optimizer(params, settings)
-    scheduler = _make_scheduler(optimizer, settings)
+    optimizer = make_optimizer(params, settings)
+    scheduler = make_scheduler(optimizer, settings)
     gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator().manual_seed(seed + 1)
     epochs, batch_size = settings["epochs"], settings["batch_size"]
@@ -642,7 +414,7 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
         teacher.eval()
         if reuse_teacher_logits and augment == "none" and start_epoch < epochs:
             cached_teacher_logits = predict(teacher, train_images)
-            _check_logits(cached_teacher_logits, dataset, "teacher")
+            check_model_logits(cached_teacher_logits, dataset.num_classes, "teacher")
 
     from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
     bar = tqdm(range(start_epoch + 1, epochs + 1), desc=description, initial=start_epoch, total=epochs,
@@ -681,14 +453,14 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                 elif cached_teacher_logits is not None:
                     teacher_logits = cached_teacher_logits[index]
                 else:
-                    with torch.inference_mode(), _autocast(device):
+                    with torch.inference_mode(), autocast(device):
                         teacher_logits = teacher(images).float()
                     teacher_logits = teacher_logits.clone()
-                with _autocast(device):
+                with autocast(device):
                     student_logits = forward_model(images)
                 student_logits = student_logits.float()
                 if epoch == start_epoch + 1 and start == 0:
-                    _check_logits(student_logits, dataset, "student")
+                    check_logits(student_logits, "student output", num_classes=dataset.num_classes)
                 elif not bool(torch.isfinite(student_logits).all()):
                     names = ", ".join(repr(t) for t in getattr(method, "term_names", ("loss",)))
                     raise TrainingDiverged(
@@ -750,7 +522,7 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                 row["temperature_max"] = extremes[1].item()
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
-            term = _diverged_term(row, names)
+            term = diverged_term(row, names)
             if term is not None:
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch}: the loss term {term!r} became non-finite "
@@ -758,7 +530,7 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                     epoch=epoch, term=term, history=pd.DataFrame(history))
 
             if checkpoint_path is not None and rank == 0:
-                _atomic_save({
+                atomic_save({
                     "config": config, "epoch": epoch, "history": history,
                     "model": model.state_dict(), "method": method.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -797,17 +569,6 @@ def _shift_batch(images, generator, max_shift=2):
     return padded[batch_index, channel_index, rows, cols]
 
 
-def _check_logits(logits, dataset, who):
-    if logits.dim() != 2 or logits.shape[1] != dataset.num_classes:
-        raise ValueError(f"{who} must return logits of shape (batch, {dataset.num_classes}) for dataset "
-                         f"{dataset.name!r}, got {tuple(logits.shape)}")
-    # A teacher may give a class probability 0 (-inf logit); NaN or +inf is a broken model.
-    bad = torch.isnan(logits) | torch.isposinf(logits) if who == "teacher" else ~torch.isfinite(logits)
-    if bool(bad.any()):
-        raise ValueError(f"{who} returned non-finite logits ({int(bad.sum())} NaN/inf values in "
-                         f"{int(bad.any(dim=1).sum())} of {logits.shape[0]} images): check the {who} model")
-
-
 def _test_metrics(model, dataset):
     """test_acc (percent, as ``evaluate``), test_nll (nats) and test_ece (percent) from one pass over the test set."""
     logits = predict(model, dataset.test_images)
@@ -819,13 +580,6 @@ def _test_metrics(model, dataset):
 
 def _accuracy(logits, targets):
     return 100.0 * (logits.argmax(dim=1) == targets).sum().item() / targets.shape[0]
-
-
-def _autocast(device):
-    """bf16 autocast on CUDA; plain float32 on the CPU (deterministic)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _has_conv(model):
@@ -864,11 +618,6 @@ def _init_distributed(device):
     return dist.get_rank(), dist.get_world_size()
 
 
-def _rank():
-    import torch.distributed as dist
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def _all_ranks_agree(flag, device):
     """True when ``flag`` is True on every rank (trivially the flag itself in a single process)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -899,56 +648,6 @@ def _broadcast_buffers(model):
 # ----------------------------------------------------------------------------------------------------
 # Files: atomic writes, teacher cache, checkpoints
 # ----------------------------------------------------------------------------------------------------
-
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a temporary binary file in the same folder, then os.replace it onto ``path``:
-    readers never see a half-written file, and an interrupted write leaves the old file (or none). The file
-    gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask: 0644 under umask 022)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file 0600; give it the mode open() would: 0666 minus the umask (0644 under 022)
-        if hasattr(os, "fchmod"):
-            os.fchmod(handle, 0o666 & ~_umask())
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
-def _umask():
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_save(obj, path):
-    """torch.save, atomically (see _atomic_write)."""
-    _atomic_write(path, lambda file: torch.save(obj, file))
-
-
-def _atomic_write_text(path, text):
-    """Write UTF-8 text, atomically (see _atomic_write)."""
-    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
-
-
-def _dataset_fingerprint(dataset):
-    """A hash of what a teacher learns from: sizes, labels and a strided sample of the images, so that a
-    transfer set or another subset does not reuse the full dataset's teacher."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((dataset.name, dataset.num_classes, tuple(dataset.train_images.shape),
-                        tuple(dataset.test_images.shape), bool(dataset.augment))).encode())
-    digest.update(dataset.train_targets.detach().cpu().numpy().tobytes())
-    step = max(1, dataset.train_images.shape[0] // 256)
-    digest.update(dataset.train_images[::step].detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _teacher_cache_path(dataset_name, model_name, seed, key):

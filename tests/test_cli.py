@@ -218,3 +218,18 @@ def test_choose_temperature_refuses_a_single_seed(tmp_path, capsys):
               "--no-progress"])
     assert raised.value.code == 2
     assert "seeds must hold at least 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["kdlab", "kdlab.cli"])
+def test_python_dash_m_trains_and_writes(module, tmp_path):
+    """``python -m kdlab`` and ``python -m kdlab.cli`` run the console script (training, then writing files)."""
+    out = tmp_path / "run"
+    env = dict(os.environ, KDLAB_CACHE=str(tmp_path / "cache"))  # an empty cache: the teacher is trained
+    done = subprocess.run([sys.executable, "-m", module, "teacher", "--model", "mlp16", "--epochs", "1",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "result.json").read_text())["cached"] is False
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1]
+    listed = subprocess.run([sys.executable, "-m", module, "methods"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "wttm" in listed.stdout

@@ -17,7 +17,7 @@ from kdlab.models import create_model
 from kdlab.train import distill
 
 matplotlib.use("Agg")
-sweep_module = importlib.import_module("kdlab.sweep")  # kdlab.sweep is the function
+sweep_module = importlib.import_module("kdlab.sweeps")
 StackedOptimizer = sweep_module.StackedOptimizer
 
 

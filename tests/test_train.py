@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import kdlab.common as common
 import kdlab.train as train
 from kdlab.data import load_dataset
 from kdlab.models import create_model
-from kdlab.train import RECIPES, _resolve_recipe, distill, evaluate, predict, train_teacher
+from kdlab.common import resolve_recipe
+from kdlab.train import RECIPES, distill, evaluate, predict, train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,11 +59,11 @@ def _without_seconds(history):
 
 
 def test_cifar_recipe_is_the_papers_schedule():
-    settings = _resolve_recipe("cifar", "cifar100", "student")
+    settings = resolve_recipe("cifar", "cifar100", "student")
     assert settings == {"epochs": 240, "optimizer": "sgd", "lr": 0.05, "batch_size": 64,
                         "weight_decay": 5e-4, "momentum": 0.9, "schedule": "step"}
-    optimizer = train._make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings)
-    scheduler = train._make_scheduler(optimizer, settings)
+    optimizer = common.make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings)
+    scheduler = common.make_scheduler(optimizer, settings)
     lrs = []
     for _ in range(240):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -74,25 +76,25 @@ def test_cifar_recipe_is_the_papers_schedule():
 
 
 def test_recipe_is_picked_from_the_dataset_and_explicit_arguments_win():
-    assert _resolve_recipe(None, "cifar10/transfer(size=10, seed=0)", "teacher")["epochs"] == 240
-    assert _resolve_recipe(None, "mnist10k", "student") == RECIPES["mnist10k"]["student"]
-    settings = _resolve_recipe("cifar", "mnist10k", "teacher", lr=0.1, epochs=3, schedule=[1, 2])
+    assert resolve_recipe(None, "cifar10/transfer(size=10, seed=0)", "teacher")["epochs"] == 240
+    assert resolve_recipe(None, "mnist10k", "student") == RECIPES["mnist10k"]["student"]
+    settings = resolve_recipe("cifar", "mnist10k", "teacher", lr=0.1, epochs=3, schedule=[1, 2])
     assert settings["lr"] == 0.1 and settings["epochs"] == 3
     assert settings["schedule"] == [1, 2] and settings["batch_size"] == 64
-    assert _resolve_recipe({"lr": 0.2}, "mnist10k", "student")["lr"] == 0.2
+    assert resolve_recipe({"lr": 0.2}, "mnist10k", "student")["lr"] == 0.2
 
 
 def test_recipe_method_defaults_and_explicit_values_win():
-    from kdlab.train import RECIPE_METHODS, _recipe_method_overrides
+    from kdlab.common import RECIPE_METHODS, recipe_method_overrides
 
     assert RECIPE_METHODS["mnist10k"]["ttm"] == {"beta": 3.0}
-    assert _recipe_method_overrides(None, "mnist10k", "ttm", {}) == {"beta": 3.0}
-    assert _recipe_method_overrides(None, "mnist10k", "ttm", {"beta": 100.0}) == {"beta": 100.0}
-    assert _recipe_method_overrides({"lr": 0.1}, "mnist10k", "ttm", {"temperature": 2.0}) == \
+    assert recipe_method_overrides(None, "mnist10k", "ttm", {}) == {"beta": 3.0}
+    assert recipe_method_overrides(None, "mnist10k", "ttm", {"beta": 100.0}) == {"beta": 100.0}
+    assert recipe_method_overrides({"lr": 0.1}, "mnist10k", "ttm", {"temperature": 2.0}) == \
         {"beta": 3.0, "temperature": 2.0}
-    assert _recipe_method_overrides("cifar", "mnist10k", "ttm", {}) == {}  # the paper's beta = 100
-    assert _recipe_method_overrides(None, "cifar100", "ttm", {}) == {}
-    assert _recipe_method_overrides(None, "mnist10k", "kd", {"temperature": 4.0}) == {"temperature": 4.0}
+    assert recipe_method_overrides("cifar", "mnist10k", "ttm", {}) == {}  # the paper's beta = 100
+    assert recipe_method_overrides(None, "cifar100", "ttm", {}) == {}
+    assert recipe_method_overrides(None, "mnist10k", "kd", {"temperature": 4.0}) == {"temperature": 4.0}
 
 
 @pytest.mark.slow
@@ -151,7 +153,7 @@ def test_bad_arguments_raise_clear_errors(small, teacher):
         train_teacher(small, recipe="imagenet", progress=False)
     with pytest.raises(ValueError, match="seed must be"):
         train_teacher(small, seed=-1, progress=False)
-    with pytest.raises(ValueError, match="teacher must return logits of shape"):
+    with pytest.raises(ValueError, match="teacher output must be logits of shape"):
         distill(create_model("mlp16", num_classes=7), small, epochs=1, progress=False)
 
 
@@ -247,7 +249,7 @@ def test_teacher_augmentation_setting(small):
     with pytest.raises(ValueError, match="augment must be one of"):
         train_teacher(small, model="mlp16", augment="flip", progress=False)
     with pytest.raises(TypeError, match="unknown training settings"):
-        _resolve_recipe(None, "mnist10k", "student", augment="shift")
+        resolve_recipe(None, "mnist10k", "student", augment="shift")
 
 
 def test_methods_without_teacher_train_from_labels(small):
@@ -301,16 +303,16 @@ def test_cpu_allocator_is_tuned_once_and_can_be_left_alone(monkeypatch):
 
     fake = _FakeLibc()
     monkeypatch.setattr(ctypes, "CDLL", lambda name: fake)
-    monkeypatch.setattr(train, "_ALLOCATOR_TUNED", False)
+    monkeypatch.setattr(common, "_ALLOCATOR_TUNED", False)
     monkeypatch.setenv("KDLAB_TUNE_MALLOC", "0")
-    train._tune_cpu_allocator(torch.device("cpu"))
+    common.tune_cpu_allocator(torch.device("cpu"))
     assert fake.calls == []
     monkeypatch.delenv("KDLAB_TUNE_MALLOC")
-    train._tune_cpu_allocator(torch.device("cuda"))  # GPU runs leave the host allocator alone
+    common.tune_cpu_allocator(torch.device("cuda"))  # GPU runs leave the host allocator alone
     assert fake.calls == []
-    train._tune_cpu_allocator(torch.device("cpu"))
+    common.tune_cpu_allocator(torch.device("cpu"))
     assert sorted(fake.calls) == [(-3, 32 * 2 ** 20), (-1, 256 * 2 ** 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    train._tune_cpu_allocator(torch.device("cpu"))
+    common.tune_cpu_allocator(torch.device("cpu"))
     assert len(fake.calls) == 2  # once per process
 
 
@@ -389,7 +391,7 @@ def test_default_teacher_is_returned_at_once_on_a_cold_cache(mnist, monkeypatch)
     monkeypatch.setattr(train, "_fit", _no_training)
     model, history = train_teacher("mnist10k", progress=False)
     assert history.attrs["source"] == "shipped" and history.attrs["cached"] is True
-    assert history.attrs["settings"] == _resolve_recipe(None, "mnist10k", "teacher")
+    assert history.attrs["settings"] == resolve_recipe(None, "mnist10k", "teacher")
     recorded = history["test_acc"].iloc[-1]
     assert recorded >= 98.5
     assert evaluate(model, mnist) == pytest.approx(recorded, abs=0.051)  # the recorded accuracy, +-1 image
@@ -425,7 +427,7 @@ def test_damaged_shipped_teacher_is_reported_and_not_used(mnist, monkeypatch):
 def test_written_files_follow_the_umask(tmp_path, umask, mode, small):
     old = os.umask(umask)
     try:
-        train._atomic_write_text(tmp_path / "a.txt", "text")
+        common.atomic_write_text(tmp_path / "a.txt", "text")
         _, history = train_teacher(small, model="mlp16", epochs=1, progress=False)
     finally:
         os.umask(old)
@@ -437,11 +439,11 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode, small):
 def test_mps_device_is_accepted_or_refused_clearly(monkeypatch):
     if not torch.backends.mps.is_available():
         with pytest.raises(ValueError, match="MPS is not available"):
-            train._resolve_device("mps")
+            common.resolve_device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert train._resolve_device("mps") == torch.device("mps")
+    assert common.resolve_device("mps") == torch.device("mps")
     with pytest.raises(ValueError, match="'mps'"):
-        train._resolve_device("tpu")
+        common.resolve_device("tpu")
 
 
 # ----------------------------------------------------------------------------------------------------

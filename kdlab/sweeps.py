@@ -67,27 +67,26 @@ from torch import nn
 from kdlab.losses import dkd_loss, kd_loss, lskd_loss, ttm_loss, wttm_loss
 from kdlab.methods import get_method, list_methods
 from kdlab.stats import calibration
-from kdlab.train import (
-    TrainingDiverged,
-    _atomic_write_text,
-    _check_logits,
-    _diverged_term,
-    _autocast,
-    _dataset_fingerprint,
-    _eval_batch,
-    _make_optimizer,
-    _make_scheduler,
-    _recipe_method_overrides,
-    _resolve_dataset,
-    _resolve_device,
-    _resolve_model,
-    _resolve_recipe,
-    _SETTING_NAMES,
-    _tune_cpu_allocator,
-    distill,
-    predict,
-    train_teacher,
+from kdlab.common import (
+    SETTING_NAMES,
+    atomic_write_text,
+    autocast,
+    check_bool,
+    check_model_logits,
+    diverged_term,
+    dataset_fingerprint,
+    eval_batch_size,
+    make_optimizer,
+    make_scheduler,
+    module_fingerprint,
+    recipe_method_overrides,
+    resolve_dataset,
+    resolve_device,
+    resolve_model,
+    resolve_recipe,
+    tune_cpu_allocator,
 )
+from kdlab.train import TrainingDiverged, distill, predict, resolve_teacher
 
 __all__ = ["sweep", "expand_grid", "StackedOptimizer"]
 
@@ -131,11 +130,11 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     out: a folder; finished groups are saved there atomically and a rerun skips them (see the module doc).
     progress: show a progress bar over groups x epochs (``False`` silences it).
     """
-    _check_flag(progress, "progress")
-    _check_flag(return_students, "return_students")
-    device = _resolve_device(device)
-    _tune_cpu_allocator(device)
-    dataset = _resolve_dataset(dataset, device)
+    check_bool(progress, "progress")
+    check_bool(return_students, "return_students")
+    device = resolve_device(device)
+    tune_cpu_allocator(device)
+    dataset = resolve_dataset(dataset, device)
     if epochs is not None:
         common["epochs"] = epochs
     if not (isinstance(grid, dict) and "student" in grid):  # grid={"student": [...]} varies it instead
@@ -143,19 +142,12 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     configs = [_resolve_config(raw, dataset, recipe) for raw in expand_grid(grid, **common)]
     configs = _deduplicate(configs)
 
-    if any(config["method_object"].needs_teacher for config in configs):
-        if teacher is None:
-            raise ValueError("teacher must be given: some configurations use a method that needs a teacher")
-        if isinstance(teacher, str):
-            teacher, _ = train_teacher(dataset, model=teacher, device=device, progress=progress)
-        elif not isinstance(teacher, nn.Module):
-            raise TypeError(f"teacher must be an nn.Module, a model name or None, got {type(teacher).__name__}")
-        teacher.to(device)
-    else:
-        teacher = None
+    teacher = resolve_teacher(teacher, dataset, device, progress,
+                              needed=any(config["method_object"].needs_teacher for config in configs),
+                              reason=" (some configurations use a method that needs a teacher)")
 
-    fingerprint = {"format": _FORMAT_VERSION, "dataset": _dataset_fingerprint(dataset),
-                   "teacher": _module_fingerprint(teacher)}
+    fingerprint = {"format": _FORMAT_VERSION, "dataset": dataset_fingerprint(dataset),
+                   "teacher": module_fingerprint(teacher)}
     for config in configs:
         config["run_key"] = _run_key(config, fingerprint)
 
@@ -187,7 +179,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
 
     frame = _assemble(configs, finished)
     if folder is not None:
-        _atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
+        atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
     if return_students:
         return frame, [students.get(config["config"]) for config in configs]
     return frame
@@ -391,10 +383,10 @@ def _resolve_config(raw, dataset, recipe):
     method_name = raw.pop("method")
     if not isinstance(method_name, str):
         raise TypeError(f"method must be a method name (see kdlab.list_methods()), got {method_name!r}")
-    explicit = {name: raw.pop(name) for name in _SETTING_NAMES if name in raw}
-    settings = _resolve_recipe(recipe, dataset.name, "student", **explicit)
+    explicit = {name: raw.pop(name) for name in SETTING_NAMES if name in raw}
+    settings = resolve_recipe(recipe, dataset.name, "student", **explicit)
     given = {k: v for k, v in raw.items() if v is not None}
-    overrides = _recipe_method_overrides(recipe, dataset.name, method_name, given)
+    overrides = recipe_method_overrides(recipe, dataset.name, method_name, given)
     try:
         method = get_method(method_name, **overrides)
     except (TypeError, ValueError) as error:  # name the grid cell: the message alone may not say which one
@@ -467,7 +459,7 @@ def _batchable(student, dataset, device):
     """
     if isinstance(student, str):
         with torch.random.fork_rng(devices=[]):
-            student = _resolve_model(student, dataset, 0, "student")
+            student = resolve_model(student, dataset, 0, "student")
     dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
     if any(isinstance(module, dropout) and module.p > 0 for module in student.modules()):
         return False
@@ -482,23 +474,13 @@ def _run_key(config, fingerprint):
     description = {
         **fingerprint,
         "student": config["student_name"],
-        "student_weights": None if isinstance(student, str) else _module_fingerprint(student),
+        "student_weights": None if isinstance(student, str) else module_fingerprint(student),
         "seed": config["seed"],
         "method": config["method"],
         "hparams": {k: repr(v) for k, v in sorted(config["method_object"].hparams.items())},
         "settings": config["settings"],
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _module_fingerprint(module):
-    if module is None:
-        return None
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _config_columns(config):
@@ -547,7 +529,7 @@ class _TeacherLogits:
             was_training = self.teacher.training
             logits = predict(self.teacher, self.dataset.train_images)
             self.teacher.train(was_training)
-            _check_logits(logits, self.dataset, "teacher")
+            check_model_logits(logits, self.dataset.num_classes, "teacher")
             self._logits = logits
         return self._logits
 
@@ -565,7 +547,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     for config in group:
         student = config["student"]
         student = copy.deepcopy(student) if isinstance(student, nn.Module) else \
-            _resolve_model(student, dataset, config["seed"], "student")
+            resolve_model(student, dataset, config["seed"], "student")
         students.append(student.to(device).train())
     params, buffers = stack_module_state(students)
     skeleton = copy.deepcopy(students[0]).to("meta")
@@ -581,8 +563,8 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
     for method, s in zip(methods, settings):
         method_params = list(method.parameters())
         if method_params:
-            method_optimizer = _make_optimizer(method_params, s)
-            method_optimizers.append((method_optimizer, _make_scheduler(method_optimizer, s)))
+            method_optimizer = make_optimizer(method_params, s)
+            method_optimizers.append((method_optimizer, make_scheduler(method_optimizer, s)))
     loss_sets = _loss_sets(methods)
 
     # One shuffling stream per distinct seed, as in distill.
@@ -638,9 +620,9 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     elif epoch_teacher is not None:
                         teacher_out.append(epoch_teacher[stream][start:stop])
                     else:
-                        with torch.inference_mode(), _autocast(device):
+                        with torch.inference_mode(), autocast(device):
                             logits = teacher(batch).float()
-                        _check_logits(logits, dataset, "teacher")
+                        check_model_logits(logits, dataset.num_classes, "teacher")
                         teacher_out.append(logits.clone())
                 if shared_input:
                     x = images[0]
@@ -668,7 +650,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                     loss_per_student.sum().backward()
                     forward.backward(params, student_logits.grad)
                 else:
-                    with _autocast(device):
+                    with autocast(device):
                         student_logits = forward(params, buffers, x)
                     student_logits = student_logits.float()
                     terms, loss_per_student = _group_terms(loss_sets, student_logits, teacher_n, targets_n,
@@ -724,8 +706,8 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                 histories[n].append(row)
                 if n not in diverged:
                     # A NaN term is dropped from the row above (NaN there means "not a term of this method").
-                    term = _diverged_term({name: values[n] for name, values in totals.items()},
-                                          term_names + ["loss"])
+                    own = [name for name in term_names if name in methods[n].term_names]
+                    term = diverged_term({name: values[n] for name, values in totals.items()}, own + ["loss"])
                     if term is not None:
                         diverged[n] = True
                         _report_divergence(bar, config, epoch, term)
@@ -890,8 +872,8 @@ def _test_metrics(forward, skeleton, params, buffers, dataset, device):
     skeleton.eval()
     images, targets = dataset.test_images, dataset.test_targets.to(device)
     chunks = []
-    with torch.no_grad(), _autocast(device):
-        chunk = _eval_batch(device)
+    with torch.no_grad(), autocast(device):
+        chunk = eval_batch_size(device)
         for start in range(0, images.shape[0], chunk):
             chunks.append(forward(params, buffers, images[start:start + chunk].to(device)).float())
     skeleton.train()
@@ -905,8 +887,8 @@ def _test_metrics(forward, skeleton, params, buffers, dataset, device):
 def _lr_schedule(settings):
     """The learning rate of each epoch, from the same torch scheduler ``distill`` builds (exactly its values)."""
     dummy = torch.zeros(1, requires_grad=True)
-    optimizer = _make_optimizer([dummy], settings)
-    scheduler = _make_scheduler(optimizer, settings)
+    optimizer = make_optimizer([dummy], settings)
+    scheduler = make_scheduler(optimizer, settings)
     lrs = []
     for _ in range(settings["epochs"]):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -1231,7 +1213,7 @@ def _save_group(folder, frame):
     keys = sorted(set(frame["run_key"]))
     name = hashlib.sha256(",".join(keys).encode()).hexdigest()[:20]
     (folder / "groups").mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(folder / "groups" / f"{name}.csv", frame.to_csv(index=False))
+    atomic_write_text(folder / "groups" / f"{name}.csv", frame.to_csv(index=False))
 
 
 def _hashable(value):
@@ -1242,6 +1224,3 @@ def _hashable(value):
     return repr(value)
 
 
-def _check_flag(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
