@@ -55,6 +55,7 @@ import io
 import itertools
 import json
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -1155,7 +1156,7 @@ def _report_divergence(bar, config, epoch, term):
     if bar.disable:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
     else:
-        bar.write(message)
+        bar.write(message, file=sys.stderr)  # beside the bar
 
 
 def _group_frame(group, histories):

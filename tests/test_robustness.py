@@ -365,3 +365,91 @@ def test_every_method_refuses_a_temperature_above_the_bound(name):
     with pytest.raises(ValueError, match="MAX_TEMPERATURE"):
         kdlab.get_method(name, temperature=1e100)
     assert kdlab.get_method(name, temperature=1e4).hparams["temperature"] == 1e4
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Causes 1 and 3 in training: a NaN teacher, and runs that diverge
+
+@pytest.fixture(scope="module")
+def small():
+    data = load_dataset("mnist10k")
+    teacher, _ = kdlab.train_teacher(data, progress=False)  # the shipped teacher: instant
+    return data, data.transfer_set(200), teacher
+
+
+class _NaNTeacher(torch.nn.Module):
+    def __init__(self, teacher, value=math.nan):
+        super().__init__()
+        self.teacher, self.value = teacher, value
+
+    def forward(self, images):
+        logits = self.teacher(images).clone()
+        logits[:3, 1] = self.value
+        return logits
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_distill_and_sweep_refuse_a_teacher_that_outputs_nan_or_inf(small, value):
+    _, transfer, teacher = small
+    broken = _NaNTeacher(teacher, value)
+    with pytest.raises(ValueError, match="teacher returned non-finite logits"):
+        kdlab.distill(broken, transfer, student="mlp16", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="teacher returned non-finite logits"):
+        kdlab.sweep(broken, transfer, student="mlp16", grid={"temperature": [1, 4]}, epochs=1, progress=False)
+
+
+def test_distill_accepts_a_teacher_with_minus_inf_logits(small):
+    _, transfer, teacher = small
+    student, history = kdlab.distill(_NaNTeacher(teacher, -math.inf), transfer, student="mlp16", epochs=1,
+                                     progress=False)
+    assert bool(history[["kd", "loss"]].notna().all().all()) and math.isfinite(history["loss"].iloc[-1])
+
+
+def test_training_diverged_is_an_exported_runtime_error():
+    assert issubclass(kdlab.TrainingDiverged, RuntimeError) and "TrainingDiverged" in kdlab.train.__all__
+
+
+def test_distill_and_train_teacher_raise_training_diverged_naming_epoch_and_term(small):
+    _, transfer, teacher = small
+    with pytest.raises(kdlab.TrainingDiverged, match=r"epoch \d+.*smaller learning rate") as info:
+        kdlab.distill(teacher, transfer, student="mlp16", lr=1e6, temperature=1, epochs=5, progress=False)
+    assert info.value.epoch >= 1 and info.value.term in ("ce", "kd", "loss", "logits")
+    assert "'ce'" in str(info.value) or f"'{info.value.term}'" in str(info.value)
+    with pytest.raises(kdlab.TrainingDiverged, match=r"epoch \d+.*smaller learning rate"):
+        kdlab.train_teacher(transfer, model="mlp16", lr=1e6, epochs=5, cache=False, pretrained=False, progress=False)
+
+
+def test_a_diverged_epoch_is_not_checkpointed(small, tmp_path):
+    _, transfer, teacher = small
+    with pytest.raises(kdlab.TrainingDiverged) as info:
+        kdlab.distill(teacher, transfer, student="mlp16", lr=1e6, temperature=1, epochs=5, progress=False,
+                      checkpoint_dir=tmp_path)
+    if (tmp_path / "checkpoint.pt").exists():
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] < info.value.epoch
+
+
+def test_sweep_marks_a_diverged_run_and_trains_the_others(small, capsys):
+    _, transfer, teacher = small
+    with pytest.warns(RuntimeWarning, match=r"diverged at epoch \d+.*smaller learning rate"):
+        frame = kdlab.sweep(teacher, transfer, student="mlp16", grid={"lr": [0.01, 1e6], "temperature": [1.0]},
+                            epochs=3, progress=False)
+    assert frame["diverged"].dtype == bool
+    per_run = frame.groupby("lr")["diverged"].agg(["all", "any"])
+    assert bool(per_run.loc[1e6, "all"]) and not bool(per_run.loc[0.01, "any"])
+    healthy = frame[(frame["lr"] == 0.01) & (frame["epoch"] == 3)]
+    assert len(healthy) == 1 and healthy["test_acc"].iloc[0] > 30
+    # with the progress bar on, the message is in the progress output
+    kdlab.sweep(teacher, transfer, student="mlp16", grid={"lr": [1e6]}, temperature=1.0, epochs=3, progress=True)
+    assert "diverged at epoch" in capsys.readouterr().err
+
+
+def test_sweep_marks_a_diverged_run_of_a_student_it_cannot_batch(small):
+    _, transfer, teacher = small
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                                  torch.nn.Linear(32, 10))  # active dropout: trained one by one (distill)
+    with pytest.warns(RuntimeWarning, match="diverged at epoch"):
+        frame = kdlab.sweep(teacher, transfer, student=student, grid={"lr": [0.01, 1e6]}, temperature=1.0,
+                            epochs=3, progress=False)
+    assert set(frame.loc[frame["diverged"], "lr"]) == {1e6}
+    assert (frame.loc[~frame["diverged"], "epoch"].max()) == 3
