@@ -9,7 +9,8 @@ follow one protocol and raise the same errors:
 * devices: ``resolve_device`` ("auto", "cpu", "cuda[:N]", "mps"), ``autocast``, ``tune_cpu_allocator``,
   ``process_rank`` (torchrun), ``resolve_dataset`` / ``resolve_model`` (a name or an object);
 * files: ``atomic_write`` / ``atomic_save`` / ``atomic_write_text`` (readers never see a half-written
-  file), ``dataset_fingerprint`` / ``module_fingerprint`` (cache and resume keys);
+  file), ``remove_stale_temporaries`` (what a killed write left), ``check_output_folder`` (checked before
+  any work), ``dataset_fingerprint`` / ``module_fingerprint`` (cache and resume keys);
 * validators: ``check_logits``, ``check_finite_logits``, ``check_model_logits``, ``check_targets``,
   ``check_temperature``, ``check_bounded_temperature`` (``MAX_TEMPERATURE``), ``check_positive``,
   ``check_non_negative``, ``check_probability``, ``check_bool``, ``check_seed``. Each raises a TypeError
@@ -37,10 +38,10 @@ __all__ = [
     "RECIPES", "RECIPE_METHODS", "SETTING_NAMES", "AUGMENT_CHOICES", "resolve_recipe", "recipe_method_overrides",
     "make_optimizer", "make_scheduler", "eval_batch_size", "resolve_device", "autocast", "tune_cpu_allocator",
     "process_rank", "resolve_dataset", "resolve_model", "atomic_write", "atomic_save", "atomic_write_text",
-    "dataset_fingerprint", "module_fingerprint", "check_bool", "check_seed", "compute_dtype", "check_logits",
+    "dataset_fingerprint", "module_fingerprint", "state_fingerprint", "check_bool", "check_seed", "compute_dtype", "check_logits",
     "check_positive", "check_non_negative", "check_probability", "check_temperature", "check_targets",
     "value_checks", "skip_value_checks", "MAX_TEMPERATURE", "check_bounded_temperature", "check_finite_logits",
-    "check_model_logits", "diverged_term",
+    "check_model_logits", "diverged_term", "check_output_folder", "remove_stale_temporaries",
 ]
 
 # Training settings. ``recipe=None`` picks "cifar" for CIFAR datasets and "mnist10k" otherwise;
@@ -316,7 +317,9 @@ def atomic_write(path, write):
     gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask: 0644 under umask 022)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    # The writer's pid is in the temporary's name, so that a later run can tell a file left by a killed
+    # writer (removed by ``remove_stale_temporaries``) from one being written right now.
+    handle, tmp_name = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file 0600; give it the mode open() would: 0666 minus the umask (0644 under 022)
         if hasattr(os, "fchmod"):
@@ -330,6 +333,74 @@ def atomic_write(path, write):
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+_STALE_AGE = 24 * 3600  # seconds: a temporary this old is stale whoever wrote it (another machine's pid)
+_UNKNOWN_WRITER_AGE = 600  # seconds: a temporary without a pid in its name (an older kdlab) this old is stale
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Delete the temporaries that ``atomic_write`` left in ``folder`` when its process was killed (kill -9,
+    power loss): ``*.<pid>.<random>.tmp`` files whose process no longer runs or that are older than a day, and
+    ``*.tmp`` files without a pid older than 10 minutes. Files of a live writer are kept. Returns the removed paths; a folder that does not exist is fine."""
+    import time
+
+    folder = Path(folder)
+    removed = []
+    try:
+        candidates = list(folder.glob("*.tmp"))
+    except OSError:
+        return removed
+    for path in candidates:
+        parts = path.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        try:
+            age = time.time() - path.stat().st_mtime
+            if pid is None:  # written by an older kdlab: stale once no write could still be going on
+                stale = age > _UNKNOWN_WRITER_AGE
+            else:
+                stale = age > _STALE_AGE or (pid != os.getpid() and not _process_alive(pid))
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone already, or not ours to delete
+    return removed
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def check_output_folder(path, name: str) -> Path:
+    """Make sure ``path`` is, or can become, a folder we can write into, before any work is done: a ValueError
+    naming ``name`` (e.g. "--out", "checkpoint_dir") when it is an existing file, lies under a file, or is not
+    writable (read-only, no permission). Creates nothing: the nearest existing folder is probed with a
+    temporary file (which also catches what permission bits do not show, e.g. a read-only mount for root)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path, got {type(path).__name__}")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is an existing file, not a folder; give a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{name} {str(path)!r} lies under {str(existing)!r}, which is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(f"{name} {str(path)!r} cannot be written to ({str(existing)!r}: {reason}); "
+                         "give a writable folder") from None
+    return path
 
 
 def _umask():
@@ -362,10 +433,17 @@ def dataset_fingerprint(dataset):
 
 
 def module_fingerprint(module):
+    """A hash of a model's weights and buffers (None for None): sweep run keys, resume checks."""
     if module is None:
         return None
+    return state_fingerprint(module.state_dict())
+
+
+def state_fingerprint(state_dict):
+    """A hash of every name and tensor of a state_dict: the checksum stored beside cached weights, and what
+    ``module_fingerprint`` computes. Any changed byte of any tensor changes it."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state_dict.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

@@ -45,7 +45,11 @@ model cannot reproduce, are always trained by ``kdlab.distill`` one by one; the 
 With ``out=folder`` every finished group is saved atomically to ``folder/groups/<key>.csv`` and the final
 table to ``folder/sweep.csv``. Each row carries a ``run_key``, a hash of everything that determines the run
 (configuration, epochs, dataset contents, teacher weights); a rerun loads the finished runs instead of
-training them again, so an interrupted sweep loses no finished group.
+training them again, so an interrupted sweep loses no finished group. Beside each group file, ``<key>.json``
+records its row count, column dtypes and a sha256 of its text; a group file that does not match its record
+(cut short, rows missing, values garbled) or has none is reported with a warning and trained again. Temporary
+files of a write that was killed are removed by the next run; ``out`` must be a writable folder (checked
+before anything trains).
 """
 from __future__ import annotations
 
@@ -74,6 +78,7 @@ from kdlab.common import (
     autocast,
     check_bool,
     check_model_logits,
+    check_output_folder,
     diverged_term,
     dataset_fingerprint,
     eval_batch_size,
@@ -81,6 +86,7 @@ from kdlab.common import (
     make_scheduler,
     module_fingerprint,
     recipe_method_overrides,
+    remove_stale_temporaries,
     resolve_dataset,
     resolve_device,
     resolve_model,
@@ -133,6 +139,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     """
     check_bool(progress, "progress")
     check_bool(return_students, "return_students")
+    folder = None if out is None else check_output_folder(out, "out")  # before any training
     device = resolve_device(device)
     tune_cpu_allocator(device)
     dataset = resolve_dataset(dataset, device)
@@ -152,7 +159,9 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     for config in configs:
         config["run_key"] = _run_key(config, fingerprint)
 
-    folder = Path(out) if out is not None else None
+    if folder is not None:
+        for place in (folder, folder / "groups"):
+            remove_stale_temporaries(place)
     finished = _load_finished(folder) if folder is not None else {}
     todo = [c for c in configs if c["run_key"] not in finished]
     groups = _make_groups(todo, dataset, device)
@@ -1196,25 +1205,67 @@ _HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "test_nll", "test_
 
 
 def _load_finished(folder):
-    """run_key -> rows of every run saved in ``folder/groups`` (files that cannot be read are ignored)."""
+    """run_key -> rows of every run saved in ``folder/groups`` that passes ``_check_group``. A group file that
+    does not (cut short, rows or epochs missing, garbled values, no record) is reported with a warning and its
+    runs are trained again: never silently reused."""
     finished = {}
     for path in sorted((folder / "groups").glob("*.csv")):
         try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError):
-            continue
-        if "run_key" not in frame.columns:
+            text = path.read_text(encoding="utf-8")
+            frame = pd.read_csv(io.StringIO(text))
+            problem = _check_group(path, text, frame)
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            problem = f"it cannot be read ({type(error).__name__}: {error})"
+        if problem:
+            warnings.warn(f"sweep: the saved group {path} is not reused: {problem}; its runs are trained again",
+                          RuntimeWarning, stacklevel=3)
             continue
         for key, rows in frame.groupby("run_key", sort=False):
             finished[key] = rows.reset_index(drop=True)
     return finished
 
 
+def _check_group(path, text, frame):
+    """What is wrong with a saved group file, or None. Its record (``<name>.json``, written with it) gives the
+    row count, the column dtypes and a sha256 of the text; every run must have one row per epoch 1..E."""
+    record_path = path.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"its record {record_path.name} is missing or unreadable ({type(error).__name__})"
+    if not isinstance(record, dict) or hashlib.sha256(text.encode("utf-8")).hexdigest() != record.get("sha256"):
+        return "its content differs from what was written (sha256 mismatch: cut short or changed)"
+    if len(frame) != record.get("rows"):
+        return f"it has {len(frame)} rows, {record.get('rows')} were written"
+    dtypes = {column: str(dtype) for column, dtype in frame.dtypes.items()}
+    if dtypes != record.get("dtypes"):
+        changed = sorted(c for c in set(dtypes) | set(record.get("dtypes") or {})
+                         if dtypes.get(c) != (record.get("dtypes") or {}).get(c))
+        return f"the types of columns {changed[:5]} changed"
+    for column in ("run_key", "epoch", "epochs"):
+        if column not in frame.columns:
+            return f"it lacks the column {column!r}"
+    for key, rows in frame.groupby("run_key", sort=False):
+        epochs = sorted(int(e) for e in rows["epoch"])
+        complete = list(range(1, int(rows["epochs"].iloc[0]) + 1))
+        diverged = "diverged" in rows.columns and bool(rows["diverged"].any())
+        if epochs != complete and not (diverged and epochs == complete[:len(epochs)]):
+            return f"run {key} has epochs {epochs[:6]}{'...' if len(epochs) > 6 else ''}, expected 1..{complete[-1]}"
+    return None
+
+
 def _save_group(folder, frame):
+    """The group's rows as ``groups/<name>.csv`` and its record ``<name>.json`` (rows, dtypes, sha256), both
+    atomic; the record last, so a group without a valid record is never reused."""
     keys = sorted(set(frame["run_key"]))
     name = hashlib.sha256(",".join(keys).encode()).hexdigest()[:20]
     (folder / "groups").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "groups" / f"{name}.csv", frame.to_csv(index=False))
+    text = frame.to_csv(index=False)
+    written = pd.read_csv(io.StringIO(text))
+    record = {"rows": len(written), "dtypes": {column: str(dtype) for column, dtype in written.dtypes.items()},
+              "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    atomic_write_text(folder / "groups" / f"{name}.csv", text)
+    atomic_write_text(folder / "groups" / f"{name}.json", json.dumps(record, indent=1) + "\n")
 
 
 def _hashable(value):

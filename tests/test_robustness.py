@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -453,3 +454,323 @@ def test_sweep_marks_a_diverged_run_of_a_student_it_cannot_batch(small):
                             epochs=3, progress=False)
     assert set(frame.loc[frame["diverged"], "lr"]) == {1e6}
     assert (frame.loc[~frame["diverged"], "epoch"].max()) == 3
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 4: the CLI checks its output paths before any work and prints no traceback for a user's error
+
+_UNWRITABLE = "/sys/kdlab-robustness-test"  # sysfs: no new entries, even for root (chmod does not stop root)
+
+
+def _forbid_training(monkeypatch):
+    import kdlab.train
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("something trained before the paths were checked")
+
+    monkeypatch.setattr(kdlab.train, "train_teacher", must_not_train)
+    monkeypatch.setattr(kdlab.train, "distill", must_not_train)
+
+
+@pytest.mark.parametrize("command", [
+    ["teacher"], ["distill"], ["sweep", "--temperature", "1"], ["study", "methods"],
+    ["choose-temperature", "--temperature", "1", "2"],
+])
+@pytest.mark.parametrize("where", ["file", "under_file", "unwritable"])
+def test_cli_refuses_bad_out_before_any_work(tmp_path, monkeypatch, capsys, command, where):
+    from kdlab.cli import main
+
+    _forbid_training(monkeypatch)
+    (tmp_path / "a_file").write_text("not a folder")
+    out = {"file": tmp_path / "a_file", "under_file": tmp_path / "a_file" / "sub",
+           "unwritable": Path(_UNWRITABLE) / "out"}[where]
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--out" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["teacher"], ["distill"]])
+@pytest.mark.parametrize("where", ["file", "unwritable"])
+def test_cli_refuses_bad_checkpoint_dir_before_any_work(tmp_path, monkeypatch, capsys, command, where):
+    from kdlab.cli import main
+
+    _forbid_training(monkeypatch)
+    (tmp_path / "a_file").write_text("not a folder")
+    checkpoints = tmp_path / "a_file" if where == "file" else Path(_UNWRITABLE)
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--checkpoint-dir" in err and "Traceback" not in err
+
+
+def test_python_api_checks_checkpoint_dir_and_out_before_training(small, tmp_path, monkeypatch):
+    _, transfer, teacher = small
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="checkpoint_dir .* is an existing file"):
+        kdlab.distill(teacher, transfer, student="mlp16", epochs=1, progress=False, checkpoint_dir=tmp_path / "a_file")
+    with pytest.raises(ValueError, match="out .* lies under"):
+        kdlab.sweep(teacher, transfer, student="mlp16", epochs=1, progress=False, out=tmp_path / "a_file" / "x")
+
+
+def test_cli_an_os_error_during_the_run_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import kdlab.cli
+    import kdlab.data
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kdlab.data, "load_dataset", disk_full)
+    with pytest.raises(SystemExit) as info:
+        kdlab.cli.main(["teacher", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "No space left on device" in err and "Traceback" not in err
+
+
+def test_cli_a_diverged_run_is_one_line_with_advice(tmp_path, capsys):
+    from kdlab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["distill", "--student", "mlp16", "--transfer-size", "200", "--epochs", "5", "--lr", "1e6",
+              "--temperature", "1", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "diverged at epoch" in err and "smaller learning rate" in err
+    assert "Traceback" not in err
+
+
+def test_cli_huge_temperature_is_an_error_not_a_traceback(tmp_path, capsys):
+    from kdlab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["distill", "--temperature", "1e300", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "MAX_TEMPERATURE" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Causes 5 and 8: the teacher cache: a write failure is a warning; a changed byte is detected
+
+def _tiny_teacher(transfer, **kwargs):
+    return kdlab.train_teacher(transfer, model="mlp16", epochs=1, pretrained=False, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("fault", ["read_only", "uncreatable", "directory_in_place", "disk_full"])
+def test_a_cache_write_failure_warns_and_returns_the_teacher(small, tmp_path, monkeypatch, fault):
+    import kdlab.common
+
+    _, transfer, _ = small
+    (tmp_path / "a_file").write_text("x")
+    cache = {"read_only": Path(_UNWRITABLE), "uncreatable": tmp_path / "a_file" / "cache",
+             "directory_in_place": tmp_path / "cache", "disk_full": tmp_path / "cache"}[fault]
+    monkeypatch.setenv("KDLAB_CACHE", str(cache))
+    if fault == "directory_in_place":
+        model, history = _tiny_teacher(transfer)  # find where the file goes, then put a folder there
+        path = Path(history.attrs["cache_path"])
+        path.unlink()
+        path.mkdir()
+        (path / "keep").write_text("x")
+    if fault == "disk_full":
+        def full(path, write):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(kdlab.common, "atomic_write", full)
+    with pytest.warns(RuntimeWarning, match="could not be stored in the cache"):
+        model, history = _tiny_teacher(transfer)
+    assert isinstance(model, torch.nn.Module) and history.attrs["source"] == "trained"
+    assert kdlab.evaluate(model, transfer) > 15
+
+
+def test_a_flipped_byte_in_a_cached_teacher_is_detected(small, tmp_path, monkeypatch):
+    _, transfer, _ = small
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path))
+    model, history = _tiny_teacher(transfer)
+    path = Path(history.attrs["cache_path"])
+    weight = model.state_dict()["net.1.weight"] if "net.1.weight" in model.state_dict() else \
+        next(iter(model.state_dict().values()))
+    raw = bytearray(path.read_bytes())
+    at = bytes(raw).find(weight.detach().cpu().contiguous().numpy().tobytes()[:64])
+    assert at > 0
+    raw[at + 17] ^= 0x20
+    path.write_bytes(bytes(raw))
+    with pytest.warns(RuntimeWarning, match="checksum"):
+        again, history = _tiny_teacher(transfer)
+    assert history.attrs["source"] == "trained"  # retrained, not the changed weights
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name])
+    # the retrained teacher was stored again, intact: the next call loads it
+    _, history = _tiny_teacher(transfer)
+    assert history.attrs["source"] == "cache"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 6: resume checks what made the checkpoint
+
+def test_resume_with_another_teacher_is_refused(small, tmp_path):
+    data, transfer, teacher = small
+    kdlab.distill(teacher, transfer, student="mlp16", epochs=2, progress=False, checkpoint_dir=tmp_path)
+    other, _ = _tiny_teacher(transfer, cache=False)
+    with pytest.raises(ValueError, match="made with another teacher"):
+        kdlab.distill(other, transfer, student="mlp16", epochs=2, progress=False, checkpoint_dir=tmp_path,
+                      resume=True)
+    # the same teacher finishes it
+    _, history = kdlab.distill(teacher, transfer, student="mlp16", epochs=2, progress=False,
+                               checkpoint_dir=tmp_path, resume=True)
+    assert history["epoch"].tolist() == [1, 2]
+
+
+def test_resume_with_other_data_of_the_same_size_is_refused(small, tmp_path):
+    data, transfer, teacher = small
+    kdlab.distill(teacher, transfer, student="mlp16", epochs=2, progress=False, checkpoint_dir=tmp_path)
+    other = data.transfer_set(200, seed=1)
+    with pytest.raises(ValueError, match="made with other training data"):
+        kdlab.distill(teacher, other, student="mlp16", epochs=2, progress=False, checkpoint_dir=tmp_path,
+                      resume=True)
+
+
+@pytest.mark.parametrize("damage", ["not_a_dict", "missing_keys", "wrong_shapes", "bad_history", "bad_config"])
+def test_malformed_checkpoints_get_the_clear_error(small, tmp_path, damage):
+    _, transfer, teacher = small
+    kdlab.distill(teacher, transfer, student="mlp16", epochs=2, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    if damage == "not_a_dict":
+        state = [1, 2, 3]
+    elif damage == "missing_keys":
+        del state["optimizer"]
+    elif damage == "wrong_shapes":
+        name = next(iter(state["model"]))
+        state["model"][name] = torch.zeros(3, 3)
+    elif damage == "bad_history":
+        state["history"] = "garbage"
+    else:
+        state["config"] = "{not json"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"cannot be read .* delete it or pass resume=False"):
+        kdlab.distill(teacher, transfer, student="mlp16", epochs=2, progress=False, checkpoint_dir=tmp_path,
+                      resume=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 7: saved sweep groups are verified before reuse
+
+def _one_group(tmp_path, teacher, transfer, epochs=4):
+    return kdlab.sweep(teacher, transfer, student="mlp16", grid={"temperature": [1.0, 4.0]}, epochs=epochs,
+                       out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "missing_epochs", "garbled_cell", "no_record", "extra_row"])
+def test_a_damaged_group_file_is_reported_and_retrained(small, tmp_path, damage):
+    _, transfer, teacher = small
+    first = _one_group(tmp_path, teacher, transfer)
+    [path] = list((tmp_path / "groups").glob("*.csv"))
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if damage == "cut_short":
+        text = text[: len(text) * 2 // 3]
+    elif damage == "missing_epochs":  # 3 of a run's 4 epochs gone: the file is still a valid CSV
+        text = "".join([lines[0], lines[1]] + lines[5:])
+    elif damage == "garbled_cell":
+        text = "".join([lines[0], lines[1].replace(".", "#", 1)] + lines[2:])
+    elif damage == "no_record":
+        path.with_suffix(".json").unlink()
+    else:
+        text = text + lines[-1]
+    path.write_text(text)
+    with pytest.warns(RuntimeWarning, match="is not reused"):
+        again = _one_group(tmp_path, teacher, transfer)
+    assert len(again) == len(first) == 8 and again.groupby("config")["epoch"].max().tolist() == [4, 4]
+    cols = ["config", "epoch", "test_acc", "loss"]
+    pd.testing.assert_frame_equal(again[cols], first[cols])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    kdlab.plots.plot_sweep(again)
+    # repaired: the next run reuses it without a warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _one_group(tmp_path, teacher, transfer)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cause 11 (the rest): --resume without --checkpoint-dir; --set conflicts; two grids into one --out; stale *.tmp
+
+def test_resume_without_checkpoint_dir_is_an_error_even_on_a_cache_hit(small, tmp_path, capsys):
+    from kdlab.cli import main
+
+    data, _, _ = small
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        kdlab.train_teacher(data, resume=True, progress=False)  # the shipped teacher would be a hit
+    with pytest.raises(SystemExit) as info:
+        main(["teacher", "--resume", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert info.value.code == 2 and "--resume needs --checkpoint-dir" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["sweep", "--temperature", "1"], ["distill"],
+                                     ["choose-temperature", "--temperature", "1", "2"]])
+def test_set_may_not_repeat_a_training_option(tmp_path, monkeypatch, capsys, command):
+    from kdlab.cli import main
+
+    _forbid_training(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--epochs", "2", "--set", "epochs=1", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--set epochs=1 names a training option" in err
+
+
+@pytest.mark.slow
+def test_two_sweeps_with_different_grids_into_one_out_are_refused(tmp_path, capsys):
+    from kdlab.cli import main
+
+    out = tmp_path / "sweep"
+    base = ["sweep", "--student", "mlp16", "--transfer-size", "200", "--epochs", "1", "--out", str(out),
+            "--no-progress"]
+    assert main([*base, "--temperature", "1", "4"]) == 0
+    before = (out / "sweep.csv").read_text()
+    with pytest.raises(SystemExit) as info:
+        main([*base, "--temperature", "2", "8"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "already holds a sweep with other options" in err and "--temperature" in err
+    assert (out / "sweep.csv").read_text() == before
+    assert main([*base, "--temperature", "1", "4"]) == 0  # the same grid again continues (reuses) it
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed_on_the_next_run(small, tmp_path):
+    import subprocess
+    import sys
+
+    from kdlab.common import atomic_write_text, remove_stale_temporaries
+
+    _, transfer, teacher = small
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "groups").mkdir(parents=True)
+    stale = [tmp_path / f"sweep.csv.{dead}.abc123.tmp", tmp_path / "groups" / f"x.csv.{dead}.q1w2e3.tmp"]
+    live = tmp_path / f"sweep.csv.{os.getpid()}.zzz.tmp"  # a write of a running process: kept
+    for path in [*stale, live]:
+        path.write_text("half a file")
+    kdlab.sweep(teacher, transfer, student="mlp16", grid={"temperature": [1.0]}, epochs=1, out=tmp_path,
+                progress=False)
+    assert not any(path.exists() for path in stale) and live.exists()
+    # and atomic_write names its temporaries so: <name>.<pid>.<random>.tmp
+    old = tmp_path / "old.12.tmp"
+    old.write_text("x")
+    os.utime(old, (0, 0))  # a pid-less temporary of an older kdlab, long stale
+    assert old in remove_stale_temporaries(tmp_path)
+    atomic_write_text(tmp_path / "a.txt", "done")
+    assert (tmp_path / "a.txt").read_text() == "done" and not list(tmp_path.glob("a.txt.*.tmp"))
+
+
+def test_checkpoint_and_cli_folders_lose_their_stale_temporaries(small, tmp_path):
+    import subprocess
+    import sys
+
+    _, transfer, teacher = small
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    tmp_path.mkdir(exist_ok=True)
+    stale = tmp_path / f"checkpoint.pt.{dead}.k9k9k9.tmp"
+    stale.write_bytes(b"half")
+    kdlab.distill(teacher, transfer, student="mlp16", epochs=1, progress=False, checkpoint_dir=tmp_path)
+    assert not stale.exists() and (tmp_path / "checkpoint.pt").exists()
