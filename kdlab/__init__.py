@@ -38,7 +38,7 @@ from kdlab.data import Dataset, augment_batch, load_dataset
 from kdlab.models import create_model, list_models
 
 # training: teachers (cached), distillation with any method, checkpoints, torchrun
-from kdlab.train import RECIPE_METHODS, RECIPES, cache_dir, distill, evaluate, predict, train_teacher
+from kdlab.train import RECIPE_METHODS, RECIPES, TrainingDiverged, cache_dir, distill, evaluate, predict, train_teacher
 
 # sweeps: a grid of students (temperatures x seeds x methods x optimizers) trained as one batched model
 from kdlab.sweeps import expand_grid, sweep

@@ -34,10 +34,70 @@ def main(argv=None):
     """Entry point of the ``kdlab`` script; returns the exit code (0 on success)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from kdlab.train import TrainingDiverged
+
+    # A user's error is one line and a non-zero exit, never a traceback; kdlab's own bugs still show theirs.
     try:
+        _check_before_work(args)
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except TrainingDiverged as error:
+        parser.exit(1, f"kdlab {args.command}: {error}\n")
+    except (ValueError, TypeError, OSError) as error:
         parser.exit(2, f"kdlab {args.command}: error: {error}\n")
+
+
+def _check_before_work(args):
+    """What can be checked before a teacher or student trains: the output folders (an existing file, a path
+    under a file, a folder that cannot be written to), --resume without --checkpoint-dir. Fixes the default
+    --out once (its time stamp) and removes the temporaries a killed earlier run left there."""
+    from kdlab.common import check_output_folder, remove_stale_temporaries
+
+    if getattr(args, "resume", False) and not getattr(args, "checkpoint_dir", None):
+        raise ValueError("--resume needs --checkpoint-dir (the folder that holds the checkpoint)")
+    if hasattr(args, "out"):
+        args.out = str(_output_folder(args))
+        remove_stale_temporaries(check_output_folder(args.out, "--out"))
+    if getattr(args, "checkpoint_dir", None):
+        remove_stale_temporaries(check_output_folder(args.checkpoint_dir, "--checkpoint-dir"))
+
+
+_SETTING_OPTIONS = ("epochs", "optimizer", "lr", "batch_size", "weight_decay", "momentum", "schedule")
+
+# The options that decide what a sweep's sweep.csv holds (not --out, --device or --no-progress).
+_SWEEP_DEFINING = ("dataset", "method", "temperature", "seed", "optimizer", "lr", "batch_size", "weight_decay",
+                   "overrides", "teacher", "teacher_seed", "teacher_epochs", "student", "transfer_size", "recipe",
+                   "epochs", "momentum", "schedule")
+
+
+def _refuse_another_sweep(folder, args):
+    """Two sweeps of different grids into one --out would leave a sweep.csv (and sweep.png) of the second
+    only, beside a config.json that no longer tells which: refused. The same options again continue (finished
+    groups are reused)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("options", {})
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(f"--out {str(folder)!r} holds a config.json that cannot be read; give another --out") from None
+    current = json.loads(json.dumps({key: getattr(args, key, None) for key in _SWEEP_DEFINING}, default=str))
+    differing = [key for key in _SWEEP_DEFINING if recorded.get(key) != current[key]]
+    if differing:
+        raise ValueError(f"--out {str(folder)!r} already holds a sweep with other options ("
+                         + ", ".join(f"--{k.replace('_', '-')}: {recorded.get(k)!r} there, {current[k]!r} now"
+                                     for k in differing[:3])
+                         + "); its sweep.csv would then hold only this one: give another --out, or the same "
+                           "options to continue that sweep")
+
+
+def _check_set(overrides, options):
+    """--set is for method hyper-parameters; one that names a training option (given or not) is refused, as
+    ``distill`` refuses a keyword given twice: ``--epochs 2 --set epochs=1`` would leave one silently unused."""
+    clash = sorted(set(overrides) & set(options))
+    if clash:
+        key = clash[0]
+        raise ValueError(f"--set {key}={overrides[key]} names a training option: give it once, as "
+                         f"--{key.replace('_', '-')}, not through --set")
 
 
 def build_parser():
@@ -146,6 +206,7 @@ def _run_distill(args):
     dataset = _load_dataset(args)
     overrides = _parse_overrides(args.overrides)
     kwargs = _training_kwargs(args)
+    _check_set(overrides, [*kwargs, "temperature", "method", "student", "teacher", "transfer_size"])
     teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
                                              epochs=args.teacher_epochs, recipe=args.recipe,
                                              device=kwargs["device"], progress=kwargs["progress"])
@@ -262,7 +323,10 @@ def _run_sweep(args):
     grid = {key: values for key, values in swept.items() if values is not None}
     common = {key: value for key, value in (("epochs", args.epochs), ("momentum", args.momentum),
                                             ("schedule", args.schedule)) if value is not None}
-    common.update(_parse_overrides(args.overrides))
+    overrides = _parse_overrides(args.overrides)
+    _check_set(overrides, [*swept, "epochs", "momentum", "schedule", "student", "recipe"])
+    common.update(overrides)
+    _refuse_another_sweep(Path(args.out), args)
     teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
                                              epochs=args.teacher_epochs, device=device,
                                              progress=not args.no_progress)
@@ -370,7 +434,9 @@ def _run_choose_temperature(args):
                                             ("batch_size", args.batch_size), ("weight_decay", args.weight_decay),
                                             ("momentum", args.momentum), ("schedule", args.schedule))
               if value is not None}
-    common.update(_parse_overrides(args.overrides))
+    overrides = _parse_overrides(args.overrides)
+    _check_set(overrides, [*_SETTING_OPTIONS, "temperature", "seed", "method", "student", "recipe"])
+    common.update(overrides)
     rounds = args.rounds
     eta = int(args.eta) if float(args.eta).is_integer() else args.eta
     teacher, teacher_history = train_teacher(dataset, model=args.teacher, seed=args.teacher_seed,
@@ -451,7 +517,7 @@ def _add_study_command(subparsers):
 
 def _run_study(args):
     from kdlab.common import atomic_write_text, resolve_device
-    from kdlab.studies import STUDY_NAMES, run_study
+    from kdlab.studies import STUDY_NAMES, run_study, study_settings
     from kdlab.train import train_teacher
 
     dataset = _load_dataset(args)
@@ -463,6 +529,7 @@ def _run_study(args):
                 "transfer_size"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    study_settings("cifar100" if cifar else "mnist10k", **overrides)  # bad settings fail before any training
     teacher, teacher_history = train_teacher(dataset, model=teacher_name, seed=args.teacher_seed,
                                              epochs=args.teacher_epochs, device=device,
                                              progress=not args.no_progress)

@@ -9,8 +9,10 @@ follow one protocol and raise the same errors:
 * devices: ``resolve_device`` ("auto", "cpu", "cuda[:N]", "mps"), ``autocast``, ``tune_cpu_allocator``,
   ``process_rank`` (torchrun), ``resolve_dataset`` / ``resolve_model`` (a name or an object);
 * files: ``atomic_write`` / ``atomic_save`` / ``atomic_write_text`` (readers never see a half-written
-  file), ``dataset_fingerprint`` / ``module_fingerprint`` (cache and resume keys);
-* validators: ``check_logits``, ``check_targets``, ``check_temperature``, ``check_positive``,
+  file), ``remove_stale_temporaries`` (what a killed write left), ``check_output_folder`` (checked before
+  any work), ``dataset_fingerprint`` / ``module_fingerprint`` (cache and resume keys);
+* validators: ``check_logits``, ``check_finite_logits``, ``check_model_logits``, ``check_targets``,
+  ``check_temperature``, ``check_bounded_temperature`` (``MAX_TEMPERATURE``), ``check_positive``,
   ``check_non_negative``, ``check_probability``, ``check_bool``, ``check_seed``. Each raises a TypeError
   (wrong kind of value) or ValueError (wrong value) that names the argument and says what was expected.
 
@@ -36,9 +38,10 @@ __all__ = [
     "RECIPES", "RECIPE_METHODS", "SETTING_NAMES", "AUGMENT_CHOICES", "resolve_recipe", "recipe_method_overrides",
     "make_optimizer", "make_scheduler", "eval_batch_size", "resolve_device", "autocast", "tune_cpu_allocator",
     "process_rank", "resolve_dataset", "resolve_model", "atomic_write", "atomic_save", "atomic_write_text",
-    "dataset_fingerprint", "module_fingerprint", "check_bool", "check_seed", "compute_dtype", "check_logits",
+    "dataset_fingerprint", "module_fingerprint", "state_fingerprint", "check_bool", "check_seed", "compute_dtype", "check_logits",
     "check_positive", "check_non_negative", "check_probability", "check_temperature", "check_targets",
-    "value_checks", "skip_value_checks",
+    "value_checks", "skip_value_checks", "MAX_TEMPERATURE", "check_bounded_temperature", "check_finite_logits",
+    "check_model_logits", "diverged_term", "check_output_folder", "remove_stale_temporaries",
 ]
 
 # Training settings. ``recipe=None`` picks "cifar" for CIFAR datasets and "mnist10k" otherwise;
@@ -317,7 +320,9 @@ def atomic_write(path, write):
     gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask: 0644 under umask 022)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    # The writer's pid is in the temporary's name, so that a later run can tell a file left by a killed
+    # writer (removed by ``remove_stale_temporaries``) from one being written right now.
+    handle, tmp_name = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file 0600; give it the mode open() would: 0666 minus the umask (0644 under 022)
         if hasattr(os, "fchmod"):
@@ -331,6 +336,74 @@ def atomic_write(path, write):
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+_STALE_AGE = 24 * 3600  # seconds: a temporary this old is stale whoever wrote it (another machine's pid)
+_UNKNOWN_WRITER_AGE = 600  # seconds: a temporary without a pid in its name (an older kdlab) this old is stale
+
+
+def remove_stale_temporaries(folder) -> list:
+    """Delete the temporaries that ``atomic_write`` left in ``folder`` when its process was killed (kill -9,
+    power loss): ``*.<pid>.<random>.tmp`` files whose process no longer runs or that are older than a day, and
+    ``*.tmp`` files without a pid older than 10 minutes. Files of a live writer are kept. Returns the removed paths; a folder that does not exist is fine."""
+    import time
+
+    folder = Path(folder)
+    removed = []
+    try:
+        candidates = list(folder.glob("*.tmp"))
+    except OSError:
+        return removed
+    for path in candidates:
+        parts = path.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        try:
+            age = time.time() - path.stat().st_mtime
+            if pid is None:  # written by an older kdlab: stale once no write could still be going on
+                stale = age > _UNKNOWN_WRITER_AGE
+            else:
+                stale = age > _STALE_AGE or (pid != os.getpid() and not _process_alive(pid))
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone already, or not ours to delete
+    return removed
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def check_output_folder(path, name: str) -> Path:
+    """Make sure ``path`` is, or can become, a folder we can write into, before any work is done: a ValueError
+    naming ``name`` (e.g. "--out", "checkpoint_dir") when it is an existing file, lies under a file, or is not
+    writable (read-only, no permission). Creates nothing: the nearest existing folder is probed with a
+    temporary file (which also catches what permission bits do not show, e.g. a read-only mount for root)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path, got {type(path).__name__}")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is an existing file, not a folder; give a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{name} {str(path)!r} lies under {str(existing)!r}, which is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(f"{name} {str(path)!r} cannot be written to ({str(existing)!r}: {reason}); "
+                         "give a writable folder") from None
+    return path
 
 
 def _umask():
@@ -363,10 +436,17 @@ def dataset_fingerprint(dataset):
 
 
 def module_fingerprint(module):
+    """A hash of a model's weights and buffers (None for None): sweep run keys, resume checks."""
     if module is None:
         return None
+    return state_fingerprint(module.state_dict())
+
+
+def state_fingerprint(state_dict):
+    """A hash of every name and tensor of a state_dict: the checksum stored beside cached weights, and what
+    ``module_fingerprint`` computes. Any changed byte of any tensor changes it."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state_dict.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -454,6 +534,68 @@ def check_temperature(temperature, logits: torch.Tensor, name: str = "temperatur
     if value_checks() and not bool((torch.isfinite(detached) & (detached > 0)).all()):
         raise ValueError(f"{name} must be finite and > 0 everywhere, got min {float(detached.min())!r}")
     return temperature
+
+
+MAX_TEMPERATURE = 1e4
+"""The largest temperature of a method and of every loss with a T^2 factor (KD, DTKD, LS-KD, NormKD, DKD):
+beyond it T^2 * KL has lost its digits in float64 (KL ~ 1/T^2 falls below the rounding of log p), and T^2
+overflows near 1e154. TTM and WTTM, without T^2, accept any finite temperature (they tend to their limit)."""
+
+
+def check_bounded_temperature(temperature, name: str = "temperature"):
+    """A temperature in (0, MAX_TEMPERATURE]: a number (returned as float) or a tensor already checked by
+    ``check_temperature`` (its largest value is compared; skipped inside ``skip_value_checks``)."""
+    if isinstance(temperature, torch.Tensor):
+        largest = float(temperature.detach().max()) if value_checks() else 0.0
+    else:
+        largest = temperature = check_positive(temperature, name)
+    if largest > MAX_TEMPERATURE:
+        raise ValueError(f"{name} must be at most MAX_TEMPERATURE = {MAX_TEMPERATURE:g} (kdlab.common: beyond it "
+                         f"T^2 * KL loses its digits in float64), got {largest!r}")
+    return temperature
+
+
+def check_finite_logits(student_logits, teacher_logits=None) -> None:
+    """Logits must be finite: NaN or inf in ``student_logits``, NaN or +inf in ``teacher_logits``, or a teacher
+    row of -inf only, is a ValueError naming the tensor. A teacher's -inf logit is allowed (a class of
+    probability 0). Skipped inside ``skip_value_checks`` (the values were checked before batching)."""
+    if not value_checks():
+        return
+    if not bool(torch.isfinite(student_logits).all()):
+        raise ValueError(f"student_logits must be finite, got {_non_finite(student_logits)}")
+    if teacher_logits is None or bool(torch.isfinite(teacher_logits).all()):
+        return
+    if bool((torch.isnan(teacher_logits) | torch.isposinf(teacher_logits)).any()):
+        raise ValueError("teacher_logits must be finite or -inf (a class of probability 0), got "
+                         f"{_non_finite(teacher_logits)}")
+    if bool(torch.isneginf(teacher_logits).all(dim=-1).any()):
+        raise ValueError("teacher_logits must have at least one finite logit per sample, got a row of -inf only")
+
+
+def check_model_logits(logits, num_classes, who) -> None:
+    """What a model returned: logits of shape (batch, num_classes), no NaN and no +inf (a teacher may give a
+    class probability 0 with -inf; a student may not). ``who`` ("teacher", "student") names the model."""
+    check_logits(logits, f"{who} output", num_classes=num_classes)
+    bad = (torch.isnan(logits) | torch.isposinf(logits)) if who == "teacher" else ~torch.isfinite(logits)
+    if bool(bad.any()):
+        raise ValueError(f"{who} returned non-finite logits ({int(bad.sum())} NaN/inf values in "
+                         f"{int(bad.any(dim=1).sum())} of {logits.shape[0]} images): check the {who} model")
+
+
+def diverged_term(row, names):
+    """The first of ``names`` whose value in the history row ``row`` is not finite, or None: how the training
+    loops tell that a run diverged."""
+    for name in names:
+        value = row.get(name)
+        if value is not None and not math.isfinite(value):
+            return name
+    return None
+
+
+def _non_finite(logits):
+    counts = {"NaN": int(torch.isnan(logits).sum()), "+inf": int(torch.isposinf(logits).sum()),
+              "-inf": int(torch.isneginf(logits).sum())}
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items() if count) + f" in shape {tuple(logits.shape)}"
 
 
 def check_targets(targets, logits):

@@ -496,6 +496,10 @@ def _download_cifar(name: str, root: Path) -> None:
     dataset_class(str(root), train=True, download=True)
 
 
+class _RefusedPickle(pickle.UnpicklingError):
+    """A CIFAR file asked for a class other than numpy's arrays: refused, never read."""
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """The CIFAR batches are pickles; refuse to build anything but numpy arrays while reading them."""
 
@@ -506,14 +510,22 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._allowed:
-            raise pickle.UnpicklingError(f"CIFAR file refers to {module}.{name}, which is not allowed")
+            raise _RefusedPickle(f"CIFAR file refers to {module}.{name}, which is not allowed")
         return super().find_class(module, name)
 
 
 def _read_cifar_file(path: Path) -> dict:
     with open(path, "rb") as handle:
         # latin1 is how Python 3 reads the Python 2 pickles of the official archive (as torchvision does)
-        entry = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+        try:
+            entry = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+        except _RefusedPickle:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as error:  # cut short or garbled
+            raise ValueError(f"{path} cannot be read as a CIFAR pickle ({type(error).__name__}: {error}); "
+                             "download and unpack the archive again") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} does not look like a CIFAR file: it holds a {type(entry).__name__}, not a dict")
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in entry.items()}
 
 
@@ -540,18 +552,40 @@ def _cifar_arrays(name: str, root: str):
             f"at the folder that contains {layout['folder']!r}."
         )
 
+    num_classes = 10 if name == "cifar10" else 100
+    row_size = 3 * 32 * 32
+
     def read_split(files: list[str]):
-        entries = [_read_cifar_file(folder / file) for file in files]
-        images = np.concatenate([np.asarray(entry["data"], dtype=np.uint8) for entry in entries])
-        labels = np.concatenate([np.asarray(entry[layout["labels_key"]], dtype=np.int64) for entry in entries])
-        return images.reshape(-1, 3, 32, 32), labels
+        images, labels = [], []
+        for file in files:
+            entry = _read_cifar_file(folder / file)
+            if "data" not in entry or layout["labels_key"] not in entry:
+                raise ValueError(f"{folder / file} does not look like a {name} batch: it lacks "
+                                 f"{'data' if 'data' not in entry else layout['labels_key']!r}")
+            data = np.asarray(entry["data"])
+            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row_size:
+                raise ValueError(f"{folder / file} does not look like a {name} batch: 'data' must be uint8 rows "
+                                 f"of {row_size} pixels (3 x 32 x 32), got {data.dtype} of shape {data.shape}")
+            targets = np.asarray(entry[layout["labels_key"]])
+            if targets.ndim != 1 or targets.shape[0] != data.shape[0] or (
+                    targets.size and not np.issubdtype(targets.dtype, np.integer)):
+                raise ValueError(f"{folder / file} does not look like a {name} batch: {layout['labels_key']!r} must "
+                                 f"hold one integer label per row ({data.shape[0]} rows), got {targets.dtype} of "
+                                 f"shape {targets.shape}")
+            if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+                raise ValueError(f"{folder / file} does not look like a {name} batch: labels must lie in "
+                                 f"[0, {num_classes}), got values in [{int(targets.min())}, {int(targets.max())}]")
+            images.append(data)
+            labels.append(targets.astype(np.int64))
+        return np.concatenate(images).reshape(-1, 3, 32, 32), np.concatenate(labels)
 
     train_images, train_labels = read_split(layout["train"])
     test_images, test_labels = read_split(layout["test"])
-    classes = list(_read_cifar_file(folder / layout["meta"])[layout["names_key"]])
-    num_classes = 10 if name == "cifar10" else 100
-    if len(classes) != num_classes or train_labels.max(initial=0) >= num_classes:
-        raise ValueError(f"{folder} does not look like {name}: {len(classes)} class names")
+    meta = _read_cifar_file(folder / layout["meta"])
+    classes = list(meta.get(layout["names_key"], ()))
+    if len(classes) != num_classes:
+        raise ValueError(f"{folder / layout['meta']} does not look like {name}'s meta file: "
+                         f"{len(classes)} class names in {layout['names_key']!r}, expected {num_classes}")
     for array in (train_images, train_labels, test_images, test_labels):
         array.setflags(write=False)
     return (train_images, train_labels, test_images, test_labels), classes

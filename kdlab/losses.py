@@ -13,7 +13,13 @@ Conventions shared by every loss here:
   and float32 inputs) or float64. Why: at high temperature log p_i and log q_i both approach -log K, and in
   float32 their difference is mostly rounding noise (float32 KD at T = 1000, K = 100 would be off by ~20%).
   The tensors are (B, K), so the cost is negligible next to the networks; a float16 result could overflow.
-- ``temperature`` is a finite number > 0, or a positive tensor of shape () or (B, 1) (one per sample).
+- ``temperature`` is a finite number > 0, or a positive tensor of shape () or (B, 1) (one per sample). The
+  losses with a T^2 factor (KD, DTKD, LS-KD, NormKD, DKD) accept T <= ``MAX_TEMPERATURE`` (10^4): beyond it,
+  T^2 * KL has lost its digits in float64 (KL ~ 1/T^2 is below the rounding of log p) and T^2 overflows near
+  1e154. TTM and WTTM have no T^2 and tend to their T -> inf limit, so any finite T is accepted there.
+- Logits must be finite: NaN or +inf in either tensor, or -inf in the student's, is a ValueError naming the
+  argument. A -inf *teacher* logit is legitimate (a class the teacher gives probability 0): it contributes
+  0 to the KL, PyTorch's ``kl_div`` convention 0 * log 0 = 0, and the loss stays finite.
 """
 from __future__ import annotations
 
@@ -25,7 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.common import (
+    MAX_TEMPERATURE,
     check_bool,
+    check_bounded_temperature,
+    check_finite_logits,
     check_logits,
     check_non_negative,
     check_positive,
@@ -36,6 +45,7 @@ from kdlab.common import (
 
 __all__ = [
     "cross_entropy",
+    "MAX_TEMPERATURE",
     "kd_loss",
     "ttm_loss",
     "wttm_loss",
@@ -81,8 +91,8 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    temperature = _check_loss_temperature(temperature, student_logits)
-    per_sample = _kl(teacher_logits / temperature, student_logits / temperature)
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
+    per_sample = _kl(_scale(teacher_logits, temperature), student_logits / temperature)
     return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
 
 
@@ -101,7 +111,7 @@ def ttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
-    return _reduce(_kl(teacher_logits / temperature, student_logits), reduction, result_dtype)
+    return _reduce(_kl(_scale(teacher_logits, temperature), student_logits), reduction, result_dtype)
 
 
 def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean"):
@@ -118,7 +128,7 @@ def wttm_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean")
     _check_reduction(reduction)
     temperature = _check_loss_temperature(temperature, student_logits)
     log_weight = torch.logsumexp(torch.log_softmax(teacher_logits, dim=-1) / temperature, dim=-1)
-    per_sample = log_weight.exp() * _kl(teacher_logits / temperature, student_logits)
+    per_sample = log_weight.exp() * _kl(_scale(teacher_logits, temperature), student_logits)
     return _reduce(per_sample, reduction, result_dtype)
 
 
@@ -155,7 +165,7 @@ _DTKD_MIN_RATIO = 1e-3
 
 
 def _dtkd_temperatures(student_logits, teacher_logits, temperature, detach):
-    tau = check_positive(temperature, "temperature")
+    tau = check_bounded_temperature(temperature, "temperature")
     check_bool(detach, "detach")
     x = teacher_logits.amax(dim=-1, keepdim=True)
     y = (student_logits.detach() if detach else student_logits).amax(dim=-1, keepdim=True)
@@ -181,7 +191,7 @@ def dtkd_loss(student_logits, teacher_logits, temperature=4.0, reduction="mean",
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
     teacher_t, student_t = _dtkd_temperatures(student_logits, teacher_logits, temperature, detach)
-    per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
+    per_sample = _kl(_scale(teacher_logits, teacher_t), student_logits / student_t)
     return _reduce((teacher_t * student_t).squeeze(-1) * per_sample, reduction, result_dtype)
 
 
@@ -200,8 +210,8 @@ def lskd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean")
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    temperature = _check_loss_temperature(temperature, student_logits)
-    per_sample = _kl(_standardize(teacher_logits) / temperature, _standardize(student_logits) / temperature)
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
+    per_sample = _kl(_scale(_standardize(teacher_logits), temperature), _standardize(student_logits) / temperature)
     return _reduce(_per_sample(temperature) ** 2 * per_sample, reduction, result_dtype)
 
 
@@ -229,16 +239,17 @@ def normkd_loss(student_logits, teacher_logits, temperature=2.0, reduction="mean
     """
     student_logits, teacher_logits, result_dtype = _check_pair(student_logits, teacher_logits)
     _check_reduction(reduction)
-    temperature = _check_loss_temperature(temperature, student_logits)
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
     teacher_t = temperature * _spread(teacher_logits)
     student_t = temperature * _spread(student_logits)
-    per_sample = _kl(teacher_logits / teacher_t, student_logits / student_t)
+    per_sample = _kl(_scale(teacher_logits, teacher_t), student_logits / student_t)
     return _reduce(teacher_t.squeeze(-1) ** 2 * per_sample, reduction, result_dtype)
 
 
 def _spread(logits):
-    """Per-sample unbiased std over the classes, shape (B, 1), never exactly 0."""
-    return logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny).sqrt()
+    """Per-sample unbiased std over the classes, shape (B, 1), never exactly 0 (over the finite classes of a
+    teacher with -inf logits)."""
+    return _moments(logits)[1].sqrt()
 
 
 def standardize(logits):
@@ -251,9 +262,25 @@ def standardize(logits):
 
 
 def _standardize(logits):
-    mean = logits.mean(dim=-1, keepdim=True)
-    variance = logits.var(dim=-1, keepdim=True, unbiased=True).clamp_min(torch.finfo(logits.dtype).tiny)
-    return (logits - mean) / (variance.sqrt() + 1e-7)
+    """(x - mean) / (std + 1e-7) per sample; a teacher's -inf logits (probability 0) stay -inf."""
+    mean, variance = _moments(logits)
+    return torch.where(torch.isneginf(logits), logits, (logits - mean) / (variance.sqrt() + 1e-7))
+
+
+def _moments(logits):
+    """Per-sample mean and unbiased variance (clamped at the smallest normal float) over the classes, or over
+    the finite classes of a teacher with -inf logits. No data-dependent branch (``torch.func.vmap`` runs it):
+    rows without -inf take torch's own mean and var, the others the masked formulas."""
+    finite = torch.isfinite(logits)
+    count = finite.sum(dim=-1, keepdim=True)
+    complete = count == logits.shape[-1]
+    filled = torch.where(finite, logits, torch.zeros_like(logits))
+    masked_mean = filled.sum(dim=-1, keepdim=True) / count
+    centred = torch.where(finite, filled - masked_mean, torch.zeros_like(logits))
+    masked_variance = (centred ** 2).sum(dim=-1, keepdim=True) / (count - 1).clamp_min(1)
+    mean = torch.where(complete, logits.mean(dim=-1, keepdim=True), masked_mean)
+    variance = torch.where(complete, logits.var(dim=-1, keepdim=True, unbiased=True), masked_variance)
+    return mean, variance.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
 def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, temperature=4.0, reduction="mean"):
@@ -278,8 +305,8 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
     targets = check_targets(targets, student_logits)
     alpha = check_non_negative(alpha, "alpha")
     beta = check_non_negative(beta, "beta")
-    temperature = _check_loss_temperature(temperature, student_logits)
-    teacher_scaled, student_scaled = teacher_logits / temperature, student_logits / temperature
+    temperature = _check_loss_temperature(temperature, student_logits, squared=True)
+    teacher_scaled, student_scaled = _scale(teacher_logits, temperature), student_logits / temperature
     # column indices of each sample's K - 1 non-target classes: 0..K-2, shifted up by one from the target on
     batch, num_classes = student_logits.shape
     rest = torch.arange(num_classes - 1, device=targets.device).expand(batch, -1)
@@ -289,7 +316,12 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha=1.0, beta=8.0, tempe
     teacher_binary = torch.cat([teacher_scaled.gather(-1, target), teacher_scaled.gather(-1, rest).logsumexp(-1, keepdim=True)], -1)
     student_binary = torch.cat([student_scaled.gather(-1, target), student_scaled.gather(-1, rest).logsumexp(-1, keepdim=True)], -1)
     tckd = _kl(teacher_binary, student_binary)
-    nckd = _kl(teacher_scaled.gather(-1, rest), student_scaled.gather(-1, rest))
+    teacher_rest = teacher_scaled.gather(-1, rest)
+    # A teacher sure of the target (every other logit -inf) has no non-target distribution; its NCKD is 0, the
+    # weight (1 - p_g) = 0 that Hinton's KD gives it in KD = TCKD + (1 - p_g) NCKD.
+    no_rest = torch.isneginf(teacher_rest).all(dim=-1, keepdim=True)
+    nckd = _kl(torch.where(no_rest, torch.zeros_like(teacher_rest), teacher_rest), student_scaled.gather(-1, rest))
+    nckd = torch.where(no_rest.squeeze(-1), torch.zeros_like(nckd), nckd)
     per_sample = _per_sample(temperature) ** 2 * (alpha * tckd + beta * nckd)
     return _reduce(per_sample, reduction, result_dtype)
 
@@ -367,7 +399,21 @@ def _kl(teacher_scaled, student_scaled):
     teacher_log_probs = torch.log_softmax(teacher_scaled, dim=-1)
     student_log_probs = torch.log_softmax(student_scaled, dim=-1)
     # log-softmax of finite logits is finite, so an underflowed p_i = 0 gives 0 * finite = 0 (never 0 * inf).
-    return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
+    # A -inf teacher logit gives log p_i = -inf: that class contributes 0 (0 * log 0 = 0, as kl_div does).
+    difference = teacher_log_probs - student_log_probs
+    difference = torch.where(torch.isneginf(teacher_log_probs), torch.zeros_like(difference), difference)
+    return (teacher_log_probs.exp() * difference).sum(dim=-1)
+
+
+def _scale(teacher_logits, temperature):
+    """teacher_logits / temperature, with -inf logits kept as a constant -inf: no NaN gradient reaches a
+    temperature tensor (CTKD's, DTKD's per-sample one) through them, since d(-inf / T) / dT would be 0 * inf.
+    Equal to the plain division where the logits are finite."""
+    if not isinstance(temperature, torch.Tensor):
+        return teacher_logits / temperature
+    impossible = torch.isneginf(teacher_logits)
+    filled = torch.where(impossible, torch.zeros_like(teacher_logits), teacher_logits)
+    return torch.where(impossible, teacher_logits, filled / temperature)
 
 
 def _check_pair(student_logits, teacher_logits):
@@ -384,6 +430,7 @@ def _check_pair(student_logits, teacher_logits):
         raise ValueError("student_logits must hold at least one sample, got batch size 0")
     if num_classes < 2:
         raise ValueError(f"student_logits must have K >= 2 classes, got shape {tuple(student_logits.shape)}")
+    check_finite_logits(student_logits, teacher_logits)
     result_dtype = compute_dtype(torch.promote_types(student_logits.dtype, teacher_logits.dtype))
     wide = torch.float32 if student_logits.device.type == "mps" else torch.float64  # MPS has no float64
     teacher_logits = teacher_logits.detach().to(wide)
@@ -392,11 +439,14 @@ def _check_pair(student_logits, teacher_logits):
     return student_logits.to(wide), teacher_logits, result_dtype
 
 
-def _check_loss_temperature(temperature, logits, name="temperature"):
-    """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype."""
+def _check_loss_temperature(temperature, logits, name="temperature", squared=False):
+    """A number > 0, or a positive tensor of shape (), (1,), (B, 1) cast to the compute dtype; ``squared``: a
+    loss with a T^2 factor, so at most MAX_TEMPERATURE."""
     if isinstance(temperature, torch.Tensor) and temperature.numel() != 1 and temperature.shape != (logits.shape[0], 1):
         raise ValueError(f"{name} must be a number or a tensor of shape () or (B, 1), got shape {tuple(temperature.shape)}")
     temperature = check_temperature(temperature, logits, name)
+    if squared:
+        check_bounded_temperature(temperature, name)
     if isinstance(temperature, torch.Tensor):
         temperature = temperature.to(logits.dtype)
     return temperature

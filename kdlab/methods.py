@@ -19,6 +19,7 @@ Defaults are each paper's CIFAR-100 setting (resnet32x4 -> resnet8x4 where the p
     ctkd             ce, kd            tau in (1, 21) learnable, ce 0.1, kd 0.9      CTKD code
     normkd           ce, normkd        T_norm 2, ce 0.1, kd 0.9                      NormKD code (mdistiller cfg)
 
+Every temperature lies in (0, ``kdlab.common.MAX_TEMPERATURE`` = 1e4] (a ValueError beyond).
 Every teacher-based recipe accepts ``warmup`` (epochs): its distillation terms are multiplied by
 min(epoch / warmup, 1) (0 = no warm-up); the CE term never is. For a short run, e.g. 10 epochs on
 mnist10k, pass a smaller warm-up: ``get_method("dkd", warmup=2)``. ``"ttm"`` and ``"wttm"`` also accept the
@@ -49,6 +50,7 @@ from torch import nn
 
 from kdlab.common import (
     check_bool,
+    check_bounded_temperature,
     check_logits,
     check_non_negative,
     check_positive,
@@ -380,7 +382,7 @@ def _logit(probability):
 
 
 _VALIDATORS = {
-    "temperature": check_positive,
+    "temperature": check_bounded_temperature,
     "ce_weight": check_non_negative,
     "kd_weight": check_non_negative,
     "alpha": check_non_negative,

@@ -64,6 +64,7 @@ __all__ = [
     "study_settings",
     "run_study",
     "study_results",
+    "STUDY_COLUMNS",
     # summaries and verdicts
     "SOURCES",
     "Verdict",
@@ -465,6 +466,21 @@ def study_settings(scale: str = "mnist10k", **overrides) -> dict:
         raise ValueError(f"unknown study setting(s) {unknown}; known: {sorted(settings)}")
     settings.update(overrides)
     settings["temperatures"] = tuple(_as_temperature_list(settings["temperatures"]))
+    # Sizes: 0 would mean "nothing" (an empty transfer set, no epochs), never "everything"; None is "all
+    # images" for transfer_size only.
+    if settings["transfer_size"] is not None:
+        _check_count(settings["transfer_size"], "transfer_size", "or None (every training image)")
+    for key in ("epochs", "training_epochs", "early_epoch", "teacher_epochs", "pretrain_epochs", "finetune_epochs",
+                "top_k"):
+        _check_count(settings[key], key)
+    batch_sizes = settings["batch_sizes"]
+    if isinstance(batch_sizes, int) and not isinstance(batch_sizes, bool):
+        batch_sizes = (batch_sizes,)
+    if not isinstance(batch_sizes, (list, tuple)) or not batch_sizes:
+        raise ValueError(f"batch_sizes must be a non-empty list of ints >= 1, got {settings['batch_sizes']!r}")
+    for value in batch_sizes:
+        _check_count(value, "batch_sizes", "(every value)")
+    settings["batch_sizes"] = tuple(batch_sizes)
     seeds = settings["seeds"]
     if isinstance(seeds, int) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) \
             or len(seeds) == 0:
@@ -514,7 +530,7 @@ def run_study(name: str, teacher, dataset="mnist10k", scale: str | None = None, 
         scale = "cifar100" if dataset.name.startswith("cifar") else "mnist10k"
     settings = study_settings(scale, **overrides)
     teacher = resolve_teacher(teacher, dataset, device, progress)
-    transfer = dataset.transfer_set(settings["transfer_size"]) if settings["transfer_size"] else dataset
+    transfer = dataset if settings["transfer_size"] is None else dataset.transfer_set(settings["transfer_size"])
     context = _StudyContext(teacher, dataset, transfer, settings, out, progress, device)
     frame = _RUNNERS[name](context)
     frame.insert(0, "study", name)
@@ -526,6 +542,10 @@ def study_results(name: str, run, directory=None):
 
     ``directory`` defaults to ``$KDLAB_STUDY_DIR`` or ``runs``; ``kdlab study NAME --out DIR`` writes such
     files (e.g. the CIFAR-100 studies run on a GPU), so a notebook shows them instead of its own small runs.
+    A saved file is checked before it is used (``ValueError`` saying what is wrong): it must hold study
+    ``name`` (its "study" column), the study's columns (``STUDY_COLUMNS``) with numeric accuracies, and a
+    complete grid: every combination of the values it holds (e.g. every method at every temperature, learning
+    rate and seed), each run with all its epochs 1..epochs.
     Returns ``(frame, source)`` where source is the file path or "computed here".
     """
     if name not in STUDY_NAMES:
@@ -535,8 +555,72 @@ def study_results(name: str, run, directory=None):
     folder = Path(directory if directory is not None else os.environ.get("KDLAB_STUDY_DIR", "runs"))
     path = folder / f"{name}.csv"
     if path.is_file():
-        return pd.read_csv(path), str(path)
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path} is empty; delete it (or run 'kdlab study {name}' again)") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} cannot be read as CSV ({error}); delete it or write it again") from None
+        _check_study_frame(frame, name, path)
+        return frame, str(path)
     return run(), "computed here"
+
+
+STUDY_COLUMNS = {
+    # study: (the column that names a setting, the columns swept within each setting)
+    "methods": ("method", ("temperature", "lr")),
+    "training": ("optimizer", ("batch_size", "lr", "temperature")),
+    "entropy": ("target", ("temperature",)),
+    "relational": ("ablation", ("temperature",)),
+    "origin": ("teacher", ("temperature",)),
+    "granularity": ("task", ("temperature",)),
+}
+"""For each study, the column of its settings and the grid columns swept within each (``study_results``
+also requires "study", "seed", "epoch", "epochs" and "test_acc")."""
+
+
+def _check_study_frame(frame: pd.DataFrame, name: str, path) -> None:
+    """ValueError unless ``frame`` holds a complete, well-formed grid of study ``name`` (see ``study_results``)."""
+    setting, swept = STUDY_COLUMNS[name]
+    required = ["study", setting, *swept, "seed", "epoch", "epochs", "test_acc"]
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} is not a saved '{name}' study: it lacks the column(s) {missing} "
+                         f"(columns: {list(frame.columns)})")
+    if frame.empty:
+        raise ValueError(f"{path} holds no rows of study {name!r}")
+    studies = sorted(map(str, frame["study"].dropna().unique()))
+    if studies != [name] or frame["study"].isna().any():
+        raise ValueError(f"{path} must hold study {name!r} only, it holds {studies}")
+    for column in [*swept, "seed", "epoch", "epochs", "test_acc"]:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().any():
+            raise ValueError(f"{path}: column {column!r} must be numbers with no gaps, got "
+                             f"{frame[column].dtype} with {int(frame[column].isna().sum())} missing value(s)")
+    keys = [setting, *swept, "seed"]
+    expected_temperatures = sorted(frame["temperature"].unique().tolist())
+    expected_seeds = sorted(frame["seed"].unique().tolist())
+    problems = []
+    for value, rows in frame.groupby(setting, sort=False):
+        if sorted(rows["temperature"].unique().tolist()) != expected_temperatures:
+            problems.append(f"{setting}={value!r} lacks temperature(s) "
+                            f"{sorted(set(expected_temperatures) - set(rows['temperature']))}")
+        if sorted(rows["seed"].unique().tolist()) != expected_seeds:
+            problems.append(f"{setting}={value!r} lacks seed(s) {sorted(set(expected_seeds) - set(rows['seed']))}")
+        grid = pd.MultiIndex.from_product([sorted(rows[c].unique().tolist()) for c in [*swept, "seed"]])
+        present = pd.MultiIndex.from_frame(rows[[*swept, "seed"]].drop_duplicates())
+        absent = grid.difference(present)
+        if len(absent):
+            problems.append(f"{setting}={value!r} lacks {len(absent)} run(s) of its grid, e.g. "
+                            f"{dict(zip([*swept, 'seed'], map(_plain, absent[0])))}")
+    for key, rows in frame.groupby(keys, sort=False):
+        epochs = sorted(rows["epoch"].astype(int))
+        if len(set(rows["epochs"])) != 1 or epochs != list(range(1, int(rows["epochs"].iloc[0]) + 1)):
+            problems.append(f"the run {dict(zip(keys, map(_plain, key)))} has epochs {epochs[:8]}{' ...' if len(epochs) > 8 else ''}, "
+                            f"expected 1..{int(rows['epochs'].max())}")
+            break
+    if problems:
+        raise ValueError(f"{path} does not hold the complete grid of study {name!r}: " + "; ".join(problems[:5])
+                         + ". Run 'kdlab study' again into that folder (finished runs are reused) or delete it.")
 
 
 @dataclasses.dataclass
@@ -1074,6 +1158,17 @@ def _check_probs_and_targets(probs, targets) -> None:
         raise ValueError(f"targets must be an int64 tensor of shape ({probs.shape[0]},), got {_describe(targets)}")
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]):
         raise ValueError(f"targets must lie in [0, {probs.shape[1]}), got values in [{int(targets.min())}, {int(targets.max())}]")
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (for messages)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _check_count(value, name, also="") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' ' + also if also else ''}, got {value!r}")
+    return value
 
 
 def _as_lr_tuple(values, name) -> tuple:

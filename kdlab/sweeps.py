@@ -39,7 +39,11 @@ model cannot reproduce, are always trained by ``kdlab.distill`` one by one; the 
 With ``out=folder`` every finished group is saved atomically to ``folder/groups/<key>.csv`` and the final
 table to ``folder/sweep.csv``. Each row carries a ``run_key``, a hash of everything that determines the run
 (configuration, epochs, dataset contents, teacher weights); a rerun loads the finished runs instead of
-training them again, so an interrupted sweep loses no finished group.
+training them again, so an interrupted sweep loses no finished group. Beside each group file, ``<key>.json``
+records its row count, column dtypes and a sha256 of its text; a group file that does not match its record
+(cut short, rows missing, values garbled) or has none is reported with a warning and trained again. Temporary
+files of a write that was killed are removed by the next run; ``out`` must be a writable folder (checked
+before anything trains).
 """
 from __future__ import annotations
 
@@ -49,7 +53,9 @@ import io
 import itertools
 import json
 import math
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -64,12 +70,16 @@ from kdlab.common import (
     atomic_write_text,
     autocast,
     check_bool,
+    check_model_logits,
+    check_output_folder,
+    diverged_term,
     dataset_fingerprint,
     eval_batch_size,
     make_optimizer,
     make_scheduler,
     module_fingerprint,
     recipe_method_overrides,
+    remove_stale_temporaries,
     resolve_dataset,
     resolve_device,
     resolve_model,
@@ -77,7 +87,7 @@ from kdlab.common import (
     skip_value_checks,
     tune_cpu_allocator,
 )
-from kdlab.train import distill, predict, resolve_teacher
+from kdlab.train import TrainingDiverged, distill, predict, resolve_teacher
 
 __all__ = ["sweep", "expand_grid"]
 
@@ -114,7 +124,8 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     number), the configuration fields, "epoch", one column per loss term (NaN where a method has no such term),
     "loss", "train_acc", "test_acc" (percent), "epoch_lr" (the scheduled learning rate of that epoch; "lr" is
     the configuration's base learning rate), "seconds" (wall time of the epoch of the whole group),
-    "temperature_mean/min/max" for DTKD and CTKD, and "run_key". With ``return_students=True`` returns
+    "temperature_mean/min/max" for DTKD and CTKD, "diverged" (True on every row of a run whose loss became
+    non-finite: reported in the progress output, the other runs train on) and "run_key". With ``return_students=True`` returns
     ``(frame, students)``, the trained students in configuration order (None for runs loaded from ``out``).
 
     out: a folder; finished groups are saved there atomically and a rerun skips them (see the module doc).
@@ -122,6 +133,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     """
     check_bool(progress, "progress")
     check_bool(return_students, "return_students")
+    folder = None if out is None else check_output_folder(out, "out")  # before any training
     device = resolve_device(device)
     tune_cpu_allocator(device)
     dataset = resolve_dataset(dataset, device)
@@ -141,7 +153,9 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     for config in configs:
         config["run_key"] = _run_key(config, fingerprint)
 
-    folder = Path(out) if out is not None else None
+    if folder is not None:
+        for place in (folder, folder / "groups"):
+            remove_stale_temporaries(place)
     finished = _load_finished(folder) if folder is not None else {}
     todo = [c for c in configs if c["run_key"] not in finished]
     groups = _make_groups(todo, dataset, device)
@@ -372,8 +386,10 @@ class _TeacherLogits:
             return None
         if self._logits is None:
             was_training = self.teacher.training
-            self._logits = predict(self.teacher, self.dataset.train_images)
+            logits = predict(self.teacher, self.dataset.train_images)
             self.teacher.train(was_training)
+            check_model_logits(logits, self.dataset.num_classes, "teacher")
+            self._logits = logits
         return self._logits
 
 
@@ -397,6 +413,7 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
                             stacked_mlp=isinstance(forward, _StackedMLP))
     histories = [[] for _ in group]
     teacher_was_training = teacher.training if teacher is not None else None
+    diverged = set()  # students one of whose loss terms was non-finite at the end of an epoch
     if teacher is not None:
         teacher.eval()
     try:
@@ -421,8 +438,10 @@ def _train_group(group, dataset, teacher, teacher_logits, device, bar):
             for history, row in zip(histories, stats.rows(epoch, test_metrics, epoch_lrs,
                                                           time.perf_counter() - start_time)):
                 history.append(row)
+            _mark_diverged(histories, methods, group, diverged, epoch, bar)
+            finite_test = [a for a in test_metrics["test_acc"] if math.isfinite(a)]
             bar.update(1)
-            bar.set_postfix(best_test_acc=f"{max(test_metrics['test_acc']):.2f}")
+            bar.set_postfix(best_test_acc=f"{max(finite_test, default=math.nan):.2f}")
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
@@ -541,6 +560,8 @@ class _GroupBatches:
                 with torch.inference_mode(), autocast(self.device):
                     teacher_out = [self.teacher(x).float() for x in batch]
                 teacher_out = [logits.clone() for logits in teacher_out]  # normal tensors, out of inference mode
+                for logits in teacher_out:
+                    check_model_logits(logits, self.dataset.num_classes, "teacher")
             yield self._arrange(batch, labels, teacher_out)
 
     def _images(self, batch, stream):
@@ -817,9 +838,13 @@ def _distill_one(config, dataset, teacher, device, bar):
     student = config["student"]
     if isinstance(student, nn.Module):
         student = copy.deepcopy(student)
-    model, history = distill(teacher, dataset, student=student, method=config["method"], seed=config["seed"],
-                             recipe=config["recipe"], device=device, progress=False, **settings,
-                             **config["overrides"])
+    try:
+        model, history = distill(teacher, dataset, student=student, method=config["method"], seed=config["seed"],
+                                 recipe=config["recipe"], device=device, progress=False, **settings,
+                                 **config["overrides"])
+    except TrainingDiverged as error:
+        _report_divergence(bar, config, error.epoch, error.term)
+        model, history = None, error.history.assign(diverged=True)
     history = history.rename(columns={"lr": "epoch_lr"})
     bar.update(settings["epochs"])
     return _group_frame([config], [history.to_dict("records")]), {config["config"]: model}
@@ -829,12 +854,40 @@ def _distill_one(config, dataset, teacher, device, bar):
 # Tables and files
 # ----------------------------------------------------------------------------------------------------------
 
+def _mark_diverged(histories, methods, group, diverged, epoch, bar):
+    """Mark (and report once) each student whose newest history row has a non-finite loss term; the others
+    train on. A NaN term is left out of the row (NaN there means "not a term of this method"), so the total
+    loss, which sums the terms, catches it."""
+    for n, (history, method, config) in enumerate(zip(histories, methods, group)):
+        if n not in diverged:
+            row = history[-1]
+            term = diverged_term(row, [name for name in row if name in method.term_names] + ["loss"])
+            if term is not None:
+                diverged.add(n)
+                _report_divergence(bar, config, epoch, term)
+        if n in diverged:
+            history[-1]["diverged"] = True
+
+
+def _report_divergence(bar, config, epoch, term):
+    """A diverged run, in the progress output (a warning when the progress bar is off)."""
+    what = ", ".join(f"{k}={v}" for k, v in (("method", config["method"]), ("temperature", config["temperature"]),
+                                             ("seed", config["seed"]), ("lr", config["settings"]["lr"])))
+    message = (f"sweep: run {config['config']} ({what}) diverged at epoch {epoch}: the loss term {term!r} became "
+               "non-finite; it is marked diverged=True (try a smaller learning rate); the other runs go on")
+    if bar.disable:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    else:
+        bar.write(message, file=sys.stderr)  # beside the bar
+
+
 def _group_frame(group, histories):
     rows = []
     for config, history in zip(group, histories):
         columns = _config_columns(config)
+        diverged = any(row.get("diverged", False) for row in history)
         for row in history:
-            rows.append({**columns, **row, "run_key": config["run_key"]})
+            rows.append({**columns, **row, "diverged": diverged, "run_key": config["run_key"]})
     return _normalise(pd.DataFrame(rows))
 
 
@@ -852,6 +905,8 @@ def _assemble(configs, finished):
         frames.append(rows)
         config_names += [name for name in _config_columns(config) if name not in config_names]
     frame = pd.concat(frames, ignore_index=True)
+    # "diverged": True for every row of a run whose loss became non-finite (runs saved before it existed: False)
+    frame["diverged"] = frame["diverged"].fillna(False).astype(bool) if "diverged" in frame else False
     history = [c for c in frame.columns if c not in config_names and c != "run_key"]
     terms = [c for c in history if c not in _HISTORY_COLUMNS]
     ordered = config_names + ["epoch"] + terms + [c for c in _HISTORY_COLUMNS[1:] if c in history] + ["run_key"]
@@ -859,29 +914,71 @@ def _assemble(configs, finished):
 
 
 _HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "test_acc", "test_nll", "test_ece", "epoch_lr", "seconds", "temperature_mean",
-                    "temperature_min", "temperature_max")
+                    "temperature_min", "temperature_max", "diverged")
 
 
 def _load_finished(folder):
-    """run_key -> rows of every run saved in ``folder/groups`` (files that cannot be read are ignored)."""
+    """run_key -> rows of every run saved in ``folder/groups`` that passes ``_check_group``. A group file that
+    does not (cut short, rows or epochs missing, garbled values, no record) is reported with a warning and its
+    runs are trained again: never silently reused."""
     finished = {}
     for path in sorted((folder / "groups").glob("*.csv")):
         try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError):
-            continue
-        if "run_key" not in frame.columns:
+            text = path.read_text(encoding="utf-8")
+            frame = pd.read_csv(io.StringIO(text))
+            problem = _check_group(path, text, frame)
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            problem = f"it cannot be read ({type(error).__name__}: {error})"
+        if problem:
+            warnings.warn(f"sweep: the saved group {path} is not reused: {problem}; its runs are trained again",
+                          RuntimeWarning, stacklevel=3)
             continue
         for key, rows in frame.groupby("run_key", sort=False):
             finished[key] = rows.reset_index(drop=True)
     return finished
 
 
+def _check_group(path, text, frame):
+    """What is wrong with a saved group file, or None. Its record (``<name>.json``, written with it) gives the
+    row count, the column dtypes and a sha256 of the text; every run must have one row per epoch 1..E."""
+    record_path = path.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"its record {record_path.name} is missing or unreadable ({type(error).__name__})"
+    if not isinstance(record, dict) or hashlib.sha256(text.encode("utf-8")).hexdigest() != record.get("sha256"):
+        return "its content differs from what was written (sha256 mismatch: cut short or changed)"
+    if len(frame) != record.get("rows"):
+        return f"it has {len(frame)} rows, {record.get('rows')} were written"
+    dtypes = {column: str(dtype) for column, dtype in frame.dtypes.items()}
+    if dtypes != record.get("dtypes"):
+        changed = sorted(c for c in set(dtypes) | set(record.get("dtypes") or {})
+                         if dtypes.get(c) != (record.get("dtypes") or {}).get(c))
+        return f"the types of columns {changed[:5]} changed"
+    for column in ("run_key", "epoch", "epochs"):
+        if column not in frame.columns:
+            return f"it lacks the column {column!r}"
+    for key, rows in frame.groupby("run_key", sort=False):
+        epochs = sorted(int(e) for e in rows["epoch"])
+        complete = list(range(1, int(rows["epochs"].iloc[0]) + 1))
+        diverged = "diverged" in rows.columns and bool(rows["diverged"].any())
+        if epochs != complete and not (diverged and epochs == complete[:len(epochs)]):
+            return f"run {key} has epochs {epochs[:6]}{'...' if len(epochs) > 6 else ''}, expected 1..{complete[-1]}"
+    return None
+
+
 def _save_group(folder, frame):
+    """The group's rows as ``groups/<name>.csv`` and its record ``<name>.json`` (rows, dtypes, sha256), both
+    atomic; the record last, so a group without a valid record is never reused."""
     keys = sorted(set(frame["run_key"]))
     name = hashlib.sha256(",".join(keys).encode()).hexdigest()[:20]
     (folder / "groups").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "groups" / f"{name}.csv", frame.to_csv(index=False))
+    text = frame.to_csv(index=False)
+    written = pd.read_csv(io.StringIO(text))
+    record = {"rows": len(written), "dtypes": {column: str(dtype) for column, dtype in written.dtypes.items()},
+              "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    atomic_write_text(folder / "groups" / f"{name}.csv", text)
+    atomic_write_text(folder / "groups" / f"{name}.json", json.dumps(record, indent=1) + "\n")
 
 
 def _hashable(value):

@@ -55,25 +55,46 @@ from kdlab.common import (
     autocast,
     check_bool,
     check_logits,
+    check_output_folder,
+    check_model_logits,
     check_seed,
     dataset_fingerprint,
+    diverged_term,
     eval_batch_size,
     make_optimizer,
     make_scheduler,
+    module_fingerprint,
     process_rank,
     recipe_method_overrides,
+    remove_stale_temporaries,
     resolve_dataset,
     resolve_device,
     resolve_model,
     resolve_recipe,
+    state_fingerprint,
     tune_cpu_allocator,
 )
 from kdlab.data import Dataset, augment_batch, load_dataset
 from kdlab.methods import get_method
 from kdlab.stats import calibration
 
-__all__ = ["RECIPES", "RECIPE_METHODS", "SHIPPED_TEACHERS", "train_teacher", "distill", "evaluate", "predict",
-           "cache_dir"]
+__all__ = ["RECIPES", "RECIPE_METHODS", "SHIPPED_TEACHERS", "TrainingDiverged", "train_teacher", "distill",
+           "evaluate", "predict", "cache_dir"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss (NaN or inf): usually a learning rate too large for the loss.
+
+    Raised by ``train_teacher`` and ``distill`` at the end of the first epoch whose mean loss term is not
+    finite, before that epoch is checkpointed. ``epoch`` is that epoch, ``term`` the first non-finite loss
+    term (e.g. "kd", or "loss"), ``history`` the epochs so far (the last one with the non-finite values).
+    ``kdlab.sweep`` does not raise it: it marks the run ``diverged=True`` and trains the others on.
+    """
+
+    def __init__(self, message, epoch=None, term=None, history=None):
+        super().__init__(message)
+        self.epoch, self.term, self.history = epoch, term, history
+
 
 # Bump when the layout of cached teacher files changes: old files are then simply not found.
 CACHE_FORMAT_VERSION = 1
@@ -124,6 +145,7 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
     arguments). The returned model is in eval mode.
     """
     check_bool(cache, "cache")
+    _check_checkpoint_arguments(checkpoint_dir, resume)  # before the cache: an error even on a cache hit
     device = resolve_device(device)
     dataset = resolve_dataset(dataset, device)
     settings = resolve_recipe(recipe, dataset.name, "teacher", epochs=epochs, optimizer=optimizer, lr=lr,
@@ -144,6 +166,7 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
         history = _load_shipped_teacher(key, cached_model, device) if pretrained else None
         if use_cache:
             cache_path = _teacher_cache_path(dataset.name, model_name, seed, key)
+            remove_stale_temporaries(cache_path.parent)
             if history is None:
                 history = _load_cached_teacher(cache_path, key, cached_model, device)
         if _all_ranks_agree(history is not None, device):
@@ -159,9 +182,7 @@ def train_teacher(dataset="mnist10k", model="cnn", epochs=None, seed=0, optimize
                           resume=resume, progress=progress, description=f"teacher {model_name}",
                           run_config={"kind": "teacher", "model": model_name}, reseed=given_module)
     if use_cache and process_rank() == 0:
-        atomic_save({"format": CACHE_FORMAT_VERSION, "key": json.dumps(key, sort_keys=True),
-                      "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                      "history": _history_to_lists(history)}, cache_path)
+        _save_cached_teacher(cache_path, key, model, history)
     history.attrs["cache_path"] = str(cache_path) if cache_path else None
     history.attrs["source"] = "trained"
     history.attrs["settings"] = settings
@@ -194,6 +215,7 @@ def distill(teacher, dataset="mnist10k", student="mlp64", method="kd", temperatu
     after the recipe's and the explicit ones). The student is returned in eval mode.
     """
     check_bool(reuse_teacher_logits, "reuse_teacher_logits")
+    _check_checkpoint_arguments(checkpoint_dir, resume)
     device = resolve_device(device)
     dataset = resolve_dataset(dataset, device)
     settings = resolve_recipe(recipe, dataset.name, "student", epochs=epochs, optimizer=optimizer, lr=lr,
@@ -361,22 +383,32 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
     aug_gen = torch.Generator().manual_seed(seed + 1)
     epochs, batch_size = settings["epochs"], settings["batch_size"]
 
-    config = json.dumps({**run_config, "dataset": dataset.name, "n_train": int(dataset.train_targets.shape[0]),
-                         "settings": settings, "seed": seed, "world_size": world_size}, sort_keys=True)
+    config = {**run_config, "dataset": dataset.name, "n_train": int(dataset.train_targets.shape[0]),
+              "settings": settings, "seed": seed, "world_size": world_size}
+    if checkpoint_path is not None:  # what made the checkpoint: resuming with another teacher or data is refused
+        config.update(dataset_fingerprint=dataset_fingerprint(dataset), teacher_fingerprint=module_fingerprint(teacher))
+    config = json.dumps(config, sort_keys=True)
     history, start_epoch = [], 0
     if resume and checkpoint_path.exists():
         state = _load_checkpoint(checkpoint_path, config, device)
-        model.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        aug_gen.set_state(state["aug_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history, start_epoch = _history_from_lists(state["history"]), int(state["epoch"])
+        try:  # a file of the right run but the wrong structure, keys or shapes: the same clear error
+            model.load_state_dict(state["model"])
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            aug_gen.set_state(state["aug_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            history, start_epoch = _history_from_lists(state["history"]), int(state["epoch"])
+            if not 0 <= start_epoch <= epochs or len(history) != start_epoch:
+                raise ValueError(f"epoch {start_epoch} with {len(history)} history rows")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+            detail = " ".join(str(error).split())  # one line (load_state_dict lists its errors on several)
+            raise ValueError(f"checkpoint {checkpoint_path} cannot be read ({type(error).__name__}: {detail}); "
+                             "delete it or pass resume=False to start again") from None
 
     forward_model = model
     if world_size > 1:
@@ -397,7 +429,7 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
         teacher.eval()
         if reuse_teacher_logits and augment == "none" and start_epoch < epochs:
             cached_teacher_logits = predict(teacher, train_images)
-            check_logits(cached_teacher_logits, "teacher output", num_classes=dataset.num_classes)
+            check_model_logits(cached_teacher_logits, dataset.num_classes, "teacher")
 
     from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
     bar = tqdm(range(start_epoch + 1, epochs + 1), desc=description, initial=start_epoch, total=epochs,
@@ -444,6 +476,12 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                 student_logits = student_logits.float()
                 if epoch == start_epoch + 1 and start == 0:
                     check_logits(student_logits, "student output", num_classes=dataset.num_classes)
+                elif not bool(torch.isfinite(student_logits).all()):
+                    names = ", ".join(repr(t) for t in getattr(method, "term_names", ("loss",)))
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}: the model's logits became non-finite, so the loss "
+                        f"terms ({names}) are NaN; try a smaller learning rate than lr={settings['lr']:g}",
+                        epoch=epoch, term="logits", history=pd.DataFrame(history))
                 terms = method(student_logits, teacher_logits, targets, epoch)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -499,6 +537,12 @@ def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, comp
                 row["temperature_max"] = extremes[1].item()
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
+            term = diverged_term(row, names)
+            if term is not None:
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}: the loss term {term!r} became non-finite "
+                    f"({row.get(term)}); try a smaller learning rate than lr={settings['lr']:g}",
+                    epoch=epoch, term=term, history=pd.DataFrame(history))
 
             if checkpoint_path is not None and rank == 0:
                 atomic_save({
@@ -638,6 +682,10 @@ def _load_cached_teacher(path, key, model, device):
             raise ValueError("unknown file layout")
         if state.get("key") != json.dumps(key, sort_keys=True):
             raise ValueError("file belongs to another training configuration")
+        # Files written since the checksum exists carry it; a changed byte in any weight changes it.
+        if "checksum" in state and state["checksum"] != state_fingerprint(state["state_dict"]):
+            raise ValueError("its weights do not match the checksum stored beside them (the file was changed "
+                             "or damaged)")
         model.load_state_dict(state["state_dict"])
         history = _history_from_lists(state["history"])
     except Exception as error:  # noqa: BLE001 - any unreadable file means: train again
@@ -649,6 +697,23 @@ def _load_cached_teacher(path, key, model, device):
     frame.attrs["cache_path"] = str(path)
     frame.attrs["source"] = "cache"
     return frame
+
+
+def _save_cached_teacher(path, key, model, history):
+    """Store a trained teacher in the cache with a checksum of its weights. A cache that cannot be written
+    (read-only or missing and uncreatable folder, a full disk, a folder where the file should be) only costs
+    the next call a retraining: a warning, never an error that would lose the teacher just trained."""
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    try:
+        atomic_save({"format": CACHE_FORMAT_VERSION, "key": json.dumps(key, sort_keys=True),
+                     "state_dict": state_dict, "checksum": state_fingerprint(state_dict),
+                     "history": _history_to_lists(history)}, path)
+    except OSError as error:
+        warnings.warn(f"kdlab: the teacher could not be stored in the cache ({path}: {error.strerror or error}); "
+                      "it is returned but not cached (set $KDLAB_CACHE to a writable folder)", RuntimeWarning,
+                      stacklevel=3)
+        return False
+    return True
 
 
 def shipped_teacher_path(dataset_name, model_name, seed):
@@ -688,17 +753,50 @@ def _load_shipped_teacher(key, model, device):
 
 
 def _load_checkpoint(path, config, device):
+    def unreadable(why):
+        return ValueError(f"checkpoint {path} cannot be read ({why}); delete it or pass resume=False to start again")
+
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it "
-                         "or pass resume=False to start again") from error
-    if state.get("config") != config:
-        old, new = json.loads(state.get("config") or "{}"), json.loads(config)
+        raise unreadable(f"{type(error).__name__}: {error}") from error
+    if not isinstance(state, dict):
+        raise unreadable(f"it holds a {type(state).__name__}, not a checkpoint dict")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise unreadable(f"it lacks {missing}")
+    try:
+        old = json.loads(state["config"])
+        if not isinstance(old, dict):
+            raise TypeError("not a dict")
+    except (TypeError, ValueError) as error:
+        raise unreadable(f"its config is not a JSON dict: {error}") from None
+    if state["config"] != config:
+        new = json.loads(config)
         differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        made_by = [k for k in ("teacher_fingerprint", "dataset_fingerprint") if k in differing]
+        if made_by:
+            what = " and ".join({"teacher_fingerprint": "another teacher",
+                                 "dataset_fingerprint": "other training data"}[k] for k in made_by)
+            raise ValueError(f"checkpoint {path} was made with {what} (its fingerprint differs); finishing it "
+                             "with these would mix two runs: use another checkpoint_dir or resume=False")
         raise ValueError(f"checkpoint {path} belongs to a different run (differs in {differing}); use "
                          "another checkpoint_dir or resume=False")
     return state
+
+
+_CHECKPOINT_KEYS = ("config", "epoch", "history", "model", "method", "optimizer", "scheduler", "generator",
+                    "aug_generator", "torch_rng")
+
+
+def _check_checkpoint_arguments(checkpoint_dir, resume):
+    """resume without checkpoint_dir is an error, and checkpoint_dir must be a writable folder: both checked
+    before any training (and before a cache hit returns), so that no trained epoch is lost to a bad path."""
+    check_bool(resume, "resume")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (the folder holding the checkpoint), got None")
+    if checkpoint_dir is not None:
+        remove_stale_temporaries(check_output_folder(checkpoint_dir, "checkpoint_dir"))
 
 
 def _history_to_lists(history):

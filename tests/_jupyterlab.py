@@ -92,15 +92,24 @@ class JupyterLabServer:
             json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
         )
 
-    def start(self) -> "JupyterLabServer":
-        self._write_settings()
+    def _write_token(self) -> Path:
+        """The token goes into the server's config file (readable by us only), never onto its command line,
+        where every user of the machine could read it (``ps``, /proc/PID/cmdline)."""
+        config = self.work_dir / "jupyter" / "config" / "jupyter_server_config.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump({"IdentityProvider": {"token": self.token}}, handle)
+        return config
+
+    def command(self) -> list[str]:
+        """The server's command line (no secret in it: see ``_write_token``)."""
         command = [
             sys.executable, "-m", "jupyter", "lab",
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root_dir}",
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
@@ -109,6 +118,12 @@ class JupyterLabServer:
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
             command.append("--allow-root")
+        return command
+
+    def start(self) -> "JupyterLabServer":
+        self._write_settings()
+        self._write_token()
+        command = self.command()
         self._log_file = open(self.log_path, "wb")
         status_url = f"{self.url}/api/status?token={self.token}"
         self.process = start_server(command, cwd=self.root_dir, env=self._environment(), log_file=self._log_file,

@@ -468,7 +468,8 @@ def test_study_settings_and_overrides():
 
 
 def test_study_results_prefers_a_saved_csv(tmp_path, monkeypatch):
-    saved = pd.DataFrame({"config": [0], "epoch": [1], "test_acc": [12.5]})
+    saved = pd.DataFrame({"study": ["methods"], "config": [0], "method": ["kd"], "temperature": [4.0], "lr": [0.01],
+                          "seed": [0], "epoch": [1], "epochs": [1], "test_acc": [12.5]})
     saved.to_csv(tmp_path / "methods.csv", index=False)
 
     def must_not_run():
