@@ -36,6 +36,19 @@ def _noise(t, s):
     return 0.3 * math.sin(7.3 * t + 3.1 * s)  # small, deterministic, different per (T, seed)
 
 
+# T = 4 best; T = 2 and 8 within noise of it; T = 1 and 16 five and eight points below, at every epoch
+OFFSETS = {1.0: -5.0, 2.0: -0.1, 4.0: 0.0, 8.0: -0.15, 16.0: -8.0}
+
+
+def _choose_among_five(monkeypatch, calls, warm_up=2.0, **options):
+    """choose_temperature over T = 1..16 and 5 seeds, 10 epochs, on the OFFSETS accuracies (which rise by
+    warm_up / epoch); the fake sweep records its calls in ``calls``."""
+    monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
+        lambda t, s, e, E: 90.0 + OFFSETS[float(t)] + _noise(t, s) - warm_up / e, calls))
+    return kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
+                                    epochs=10, progress=False, **options)
+
+
 def test_round_budgets_are_geometric_increasing_and_end_at_the_full_length():
     assert choose_module.round_budgets(10) == (1, 3, 10)
     assert choose_module.round_budgets(240) == (27, 80, 240)
@@ -51,13 +64,8 @@ def test_round_budgets_are_geometric_increasing_and_end_at_the_full_length():
 
 
 def test_clearly_worse_candidates_are_dropped_and_close_ones_kept(monkeypatch):
-    # T = 4 best; T = 2 and 8 within noise of it; T = 1 and 16 five and eight points below, at every epoch
-    offsets = {1.0: -5.0, 2.0: -0.1, 4.0: 0.0, 8.0: -0.15, 16.0: -8.0}
     calls = []
-    monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
-        lambda t, s, e, E: 90.0 + offsets[float(t)] + _noise(t, s) - 2.0 / e, calls))
-    choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
-                                      epochs=10, progress=False, cap=False)  # the interval rule alone
+    choice = _choose_among_five(monkeypatch, calls, cap=False)  # the interval rule alone
     assert choice.budgets == (1, 3, 10)
     assert [c["epochs"] for c in calls] == [1, 3, 10]
     assert calls[0]["temperatures"] == [1.0, 2.0, 4.0, 8.0, 16.0]
@@ -111,11 +119,7 @@ def test_inconclusive_candidates_are_never_dropped(monkeypatch):
 
 
 def test_explain_and_plot_are_printed_from_the_numbers(monkeypatch):
-    offsets = {1.0: -5.0, 2.0: -0.1, 4.0: 0.0, 8.0: -0.15, 16.0: -8.0}
-    monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
-        lambda t, s, e, E: 90.0 + offsets[float(t)] + _noise(t, s), []))
-    choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
-                                      epochs=10, progress=False, cap=False)
+    choice = _choose_among_five(monkeypatch, [], warm_up=0.0, cap=False)
     text = choice.explain()
     mean4 = choice.table.set_index("temperature").loc[4.0, "mean"]
     assert text.startswith(f"Recommended T = 4: mean test accuracy {mean4:.2f} % after 10 epochs (5 seeds).")
@@ -163,12 +167,8 @@ def test_the_halving_cap_bounds_the_cost_to_a_third_and_marks_the_ties_it_stops(
 
 def test_the_cap_never_overrides_the_interval_rule(monkeypatch):
     # T = 1 and 16 are clearly worse: dropped as "worse" even though the cap alone would keep two candidates
-    offsets = {1.0: -5.0, 2.0: -0.1, 4.0: 0.0, 8.0: -0.15, 16.0: -8.0}
     calls = []
-    monkeypatch.setattr(choose_module, "sweep", _fake_sweep(
-        lambda t, s, e, E: 90.0 + offsets[float(t)] + _noise(t, s) - 2.0 / e, calls))
-    choice = kdlab.choose_temperature(None, "mnist10k", temperatures=[1, 2, 4, 8, 16], seeds=[0, 1, 2, 3, 4],
-                                      epochs=10, progress=False)
+    choice = _choose_among_five(monkeypatch, calls)
     table = choice.table.set_index("temperature")
     assert table.loc[1.0, "reason"] == "worse" and table.loc[16.0, "reason"] == "worse"
     assert len(calls[1]["temperatures"]) == 2 and 4.0 in calls[1]["temperatures"]
