@@ -325,10 +325,13 @@ def image_grid(images, titles=None, columns=8, axes=None, title=None):
 
 @_styled
 def method_comparison(results, value="test_acc", method="method", ax=None, ylabel=None, reference=None):
-    """One column per method: a dot per run (e.g. per seed) and a bar at the mean, with the mean printed.
+    """One column per method: a dot per run (e.g. per seed) and a horizontal tick at the mean, printed beside it.
 
+    No bars: a bar's height is read from zero, and an axis cut to show sub-point gaps would make them look large.
+    The axis spans the runs and every ``reference`` line, so a reference is always inside the axes.
     ``results`` is a DataFrame with one row per run and the columns ``method`` and ``value``.
     ``reference`` optionally maps a label to a horizontal line (e.g. {"teacher": 98.1}).
+    This plot shows the runs; whether two methods differ is :func:`kdlab.compare`'s question.
     """
     for column in (method, value):
         if column not in getattr(results, "columns", ()):
@@ -338,16 +341,17 @@ def method_comparison(results, value="test_acc", method="method", ax=None, ylabe
     for index, name in enumerate(names):
         runs = results.loc[results[method] == name, value].to_numpy(dtype=float)
         color = _color(name, index)
-        ax.bar(index, runs.mean(), color=color, alpha=0.35, width=0.6)
+        ax.plot([index - 0.25, index + 0.25], [runs.mean()] * 2, color=color, linewidth=2.5)
         ax.scatter(np.full(runs.size, index) + np.linspace(-0.12, 0.12, runs.size), runs, color=color, zorder=3, s=18)
-        ax.annotate(f"{runs.mean():.2f}", (index, runs.max()), xytext=(0, 4), textcoords="offset points",
-                    ha="center", fontsize=9)
+        ax.annotate(f"mean {runs.mean():.2f}", (index + 0.27, runs.mean()), va="center", fontsize=9)
+    levels = [float(level) for level in (reference or {}).values()]
     for label, level in (reference or {}).items():
         ax.axhline(level, color="black", linestyle=":", linewidth=1)
         ax.text(len(names) - 0.5, level, f"{label} {level:.2f}", ha="right", va="bottom", fontsize=8)
-    values = results[value].to_numpy(dtype=float)
+    values = np.concatenate([results[value].to_numpy(dtype=float), np.asarray(levels, dtype=float)])
     spread = max(values.max() - values.min(), 1e-6)
-    ax.set_ylim(values.min() - 1.5 * spread, values.max() + 1.0 * spread)
+    ax.set_ylim(values.min() - 0.15 * spread, values.max() + 0.15 * spread)
+    ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel(ylabel or value)
     ax.grid(axis="x", visible=False)
