@@ -135,27 +135,13 @@ def fit(students, methods, batches, dataset, settings, *, teacher=None, teacher_
             students.end_epoch()
             rows = stats.rows(epoch, _test_metrics(students, dataset), epoch_lrs, losses.owned,
                               time.perf_counter() - start_time, world_size)
-            for n, (history, row) in enumerate(zip(histories, rows)):
+            for history, row in zip(histories, rows):
                 history.append(row)
-                if n in diverged:
-                    row["diverged"] = True
-                    continue
-                term = diverged_term(row, [name for name in row if name in losses.owned[n]] + ["loss"])
-                if term is not None and strict:
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}: the loss term {term!r} became non-finite "
-                        f"({row.get(term)}); try a smaller learning rate than lr={settings['lr']:g}",
-                        epoch=epoch, term=term, history=pd.DataFrame(history))
-                if term is not None:
-                    diverged.add(n)
-                    row["diverged"] = True
-                    on_diverged(n, epoch, term)
+            _check_divergence(histories, losses.owned, diverged, epoch, strict, on_diverged, settings)
             bar.update(1)
-            if len(rows) == 1:
-                bar.set_postfix(loss=f"{rows[0]['loss']:.3f}", test_acc=f"{rows[0]['test_acc']:.2f}")
-            else:
-                finite = [row["test_acc"] for row in rows if math.isfinite(row["test_acc"])]
-                bar.set_postfix(best_test_acc=f"{max(finite, default=math.nan):.2f}")
+            finite = [row["test_acc"] for row in rows if math.isfinite(row["test_acc"])]
+            bar.set_postfix(**({"loss": f"{rows[0]['loss']:.3f}", "test_acc": f"{rows[0]['test_acc']:.2f}"}
+                               if len(rows) == 1 else {"best_test_acc": f"{max(finite, default=math.nan):.2f}"}))
             if checkpoint is not None and batches.rank == 0:
                 _save_checkpoint(checkpoint, epoch, histories[0], students, methods[0], batches)
     finally:
@@ -164,6 +150,25 @@ def fit(students, methods, batches, dataset, settings, *, teacher=None, teacher_
         if teacher is not None:
             teacher.train(teacher_was_training)
     return histories
+
+
+def _check_divergence(histories, owned, diverged, epoch, strict, on_diverged, settings):
+    """A student whose newest row has a non-finite loss term: raise (``strict``) or mark it and report it once
+    (``on_diverged``). Only the student's own terms are looked at (NaN elsewhere means "not a term of this
+    method"), then the total loss."""
+    for n, history in enumerate(histories):
+        row = history[-1]
+        term = None if n in diverged else diverged_term(row, [name for name in row if name in owned[n]] + ["loss"])
+        if term is not None and strict:
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the loss term {term!r} became non-finite "
+                f"({row.get(term)}); try a smaller learning rate than lr={settings['lr']:g}",
+                epoch=epoch, term=term, history=pd.DataFrame(history))
+        if term is not None:
+            diverged.add(n)
+            on_diverged(n, epoch, term)
+        if n in diverged:
+            row["diverged"] = True
 
 
 def _test_metrics(students, dataset):

@@ -70,7 +70,7 @@ from kdlab.losses import (
     wttm_loss,
 )
 
-__all__ = ["Method", "get_method", "list_methods", "register_method", "warmup_factor"]
+__all__ = ["Method", "get_method", "list_methods", "register_method", "unregister_method", "warmup_factor"]
 
 
 class Method(nn.Module):
@@ -283,6 +283,7 @@ def register_method(name, terms, defaults, *, needs_teacher=True, term_names=Non
     order (default: found by one call on a tiny random batch). Registering an existing name replaces it.
     After this, ``get_method(name)``, ``distill(method=name)``, ``sweep(method=name)`` and ``list_methods()``
     know the method; the sweep batches ``terms`` over its students with ``torch.func.vmap``.
+    ``unregister_method(name)`` removes it again.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
@@ -305,6 +306,20 @@ def register_method(name, terms, defaults, *, needs_teacher=True, term_names=Non
     if term_names is None:
         term_names = _discover_term_names(name, terms, defaults, needs_teacher)
     _REGISTRY[name] = _Recipe(terms, tuple(term_names), dict(defaults), needs_teacher, True, validators)
+
+
+def unregister_method(name):
+    """Remove the recipe ``name`` added with ``register_method`` (a built-in name that was replaced gets its
+    built-in recipe back). Raises ValueError for an unknown name and for a built-in recipe left as it is."""
+    if name not in _REGISTRY:
+        raise ValueError(f"name must be a registered method, one of {sorted(_REGISTRY)}, got {name!r}")
+    if name in _BUILT_IN:
+        if _REGISTRY[name] is _BUILT_IN_RECIPES[name]:
+            raise ValueError(f"name {name!r} is a built-in method; only methods added with register_method "
+                             "can be removed")
+        _REGISTRY[name] = _BUILT_IN_RECIPES[name]
+    else:
+        del _REGISTRY[name]
 
 
 def _discover_term_names(name, terms, defaults, needs_teacher):
@@ -419,6 +434,7 @@ _BUILT_IN = {
     "normkd": (_normkd_terms, ("ce", "normkd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0},
                True, True),
 }
-for _name, (_terms, _term_names, _defaults, _needs_teacher, _batchable) in _BUILT_IN.items():
-    _REGISTRY[_name] = _Recipe(_terms, _term_names, _defaults, _needs_teacher, _batchable,
-                               {key: _VALIDATORS[key] for key in _defaults})
+_BUILT_IN_RECIPES = {_name: _Recipe(_terms, _term_names, _defaults, _needs_teacher, _batchable,
+                                    {key: _VALIDATORS[key] for key in _defaults})
+                     for _name, (_terms, _term_names, _defaults, _needs_teacher, _batchable) in _BUILT_IN.items()}
+_REGISTRY.update(_BUILT_IN_RECIPES)

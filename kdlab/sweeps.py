@@ -150,17 +150,27 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     todo = [c for c in configs if c["run_key"] not in finished]
     groups = _make_groups(todo, dataset, device)
 
+    students = _train_groups(groups, dataset, teacher, device, folder, finished, progress, len(configs))
+    frame = _assemble(configs, finished)
+    if folder is not None:
+        atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
+    if return_students:
+        return frame, [students.get(config["config"]) for config in configs]
+    return frame
+
+
+def _train_groups(groups, dataset, teacher, device, folder, finished, progress, runs):
+    """Train every group (batched, or by distill when it cannot be), save each to ``folder`` as it finishes
+    and add its rows to ``finished``; return {config: trained student}."""
     from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
 
     total = sum(group[0]["settings"]["epochs"] for group in groups)
-    bar = tqdm(total=total, desc=f"sweep ({len(configs)} runs, {len(groups)} groups)", unit="epoch",
-               disable=not progress)
-    students = {}
-    cached_teacher_logits = TeacherLogits(teacher, dataset)
+    bar = tqdm(total=total, desc=f"sweep ({runs} runs, {len(groups)} groups)", unit="epoch", disable=not progress)
+    students, teacher_logits = {}, TeacherLogits(teacher, dataset)
     try:
         for group in groups:
             if len(group) > 1 or _batchable(group[0]["student"], dataset, device):
-                frame, trained = _train_group(group, dataset, teacher, cached_teacher_logits, device, bar)
+                frame, trained = _train_group(group, dataset, teacher, teacher_logits, device, bar)
             else:
                 frame, trained = _distill_one(group[0], dataset, teacher, device, bar)
             students.update(trained)
@@ -170,13 +180,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
                 finished[key] = rows
     finally:
         bar.close()
-
-    frame = _assemble(configs, finished)
-    if folder is not None:
-        atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
-    if return_students:
-        return frame, [students.get(config["config"]) for config in configs]
-    return frame
+    return students
 
 
 def expand_grid(grid=None, **common):

@@ -479,7 +479,8 @@ def test_registered_method_is_listed_and_batched_and_equals_distill(transfer, te
             assert _relative_weight_difference(students[int(row["config"])], alone) < 1e-4
             assert row["match"] == pytest.approx(history["match"].iloc[-1], rel=1e-4)
     finally:
-        kdlab.methods._REGISTRY.pop("squared_logits", None)
+        kdlab.unregister_method("squared_logits")
+    assert "squared_logits" not in kdlab.list_methods()
 
 
 def test_register_method_rejects_bad_input():
