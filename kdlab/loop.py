@@ -640,9 +640,11 @@ class BatchedTerms:
 
     def __init__(self, methods, device):
         hparams = [method.hparams for method in methods]
-        self.terms = methods[0].terms
-        self.varying = [key for key in hparams[0] if len({repr(h[key]) for h in hparams}) > 1]
-        self.fixed = {key: value for key, value in hparams[0].items() if key not in self.varying}
+        self.methods, self.terms, self.record = methods, methods[0].terms, methods[0].record
+        self.learned = list(methods[0].learned)  # one tensor per student each call (CTKD's temperature)
+        self.varying = [key for key in hparams[0] if key not in self.learned
+                        and len({repr(h[key]) for h in hparams}) > 1]
+        self.fixed = {key: value for key, value in hparams[0].items() if key not in self.varying + self.learned}
         wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
         self.columns = [torch.tensor([float(h[key]) for h in hparams], dtype=wide, device=device)
                         for key in self.varying]
@@ -651,7 +653,7 @@ class BatchedTerms:
     @staticmethod
     def supports(methods):
         """Batchable methods whose differing hyper-parameters are all numbers (a flag cannot be a tensor)."""
-        if not all(method.batchable and not list(method.parameters()) for method in methods):
+        if not all(method.batchable for method in methods):
             return False
         first = methods[0].hparams
         return all(isinstance(method.hparams[key], (int, float)) and not isinstance(method.hparams[key], bool)
@@ -662,13 +664,22 @@ class BatchedTerms:
 
         no_teacher = teacher_logits is None
         if no_teacher not in self._calls:
-            def one(student, teacher, target, epoch, *values):
-                return self.terms(student, teacher, target, epoch, **self.fixed, **dict(zip(self.varying, values)))
+            names = self.varying + self.learned
 
-            in_dims = (0, None if no_teacher else 0, 0, None, *([0] * len(self.varying)))
+            def one(student, teacher, target, epoch, *values):
+                hparams = {**self.fixed, **dict(zip(names, values))}
+                terms = self.terms(student, teacher, target, epoch, **hparams)
+                return terms if self.record is None else (terms, self.record(student, teacher, **hparams))
+
+            in_dims = (0, None if no_teacher else 0, 0, None, *([0] * len(names)))
             self._calls[no_teacher] = vmap(one, in_dims=in_dims)
+        learned = [torch.stack([method.hparams_at(epoch)[key] for method in self.methods]) for key in self.learned]
         with skip_value_checks():
-            terms = self._calls[no_teacher](student_logits, teacher_logits, targets, epoch, *self.columns)
+            terms = self._calls[no_teacher](student_logits, teacher_logits, targets, epoch, *self.columns, *learned)
+        if self.record is not None:
+            terms, recorded = terms
+            for method, temperatures in zip(self.methods, recorded.detach()):
+                method.last_temperatures = temperatures
         return {name: value.float() for name, value in terms.items()}
 
 
