@@ -4,31 +4,23 @@ Choosing a temperature means a grid: temperatures x seeds x methods x optimizers
 cell and the grid costs as many runs as it has cells. But the students of a grid are small and all do the
 same thing to the same data, so ``sweep`` trains them *together*:
 
-* **One batched model.** N students of the same architecture are stacked into one set of parameters with a
-  leading dimension of size N (``torch.func.stack_module_state``) and run as one network with
-  ``torch.func.vmap(functional_call(...))``. When all N students see the same batch (same seed), the first
-  layer is a single (B, 784) @ (784, N * 64) matrix product instead of N small ones.
-* **One pass over each batch.** The teacher's logits are computed once for the training split (as
-  ``distill`` does) and shared by all students; each student takes its own loss, the losses are summed and
-  one ``backward`` runs for all of them. The students are independent, so the gradient of the sum with
-  respect to student n's parameters is exactly student n's own gradient.
-* **One optimizer step.** Students with the same optimizer settings form one part: one stacked leaf tensor per
-  parameter, trained by a ``torch.optim`` SGD/AdamW (fused kernels where torch has them) and scheduler built
-  exactly as ``distill`` builds them, so the learning rate of every epoch is the scheduler's own.
-* **One loss call per method.** A method's terms function is written for ONE student (``kdlab.methods``:
-  logits (B, K), scalar hyper-parameters). The sweep calls it once for all students of that method through
-  ``torch.func.vmap``: hyper-parameters the students share are passed as they are, those that differ as one
-  0-d tensor per student (:class:`_BatchedTerms`). So every recipe, built in or added with
-  ``kdlab.register_method``, is written once and batched without another edit. Recipes with a learnable
-  temperature (CTKD) or recorded per-sample temperatures (DTKD) call their own ``Method`` per student.
-* **Autograd throughout.** The closed-form loss gradients and the hand-written MLP backward of earlier
-  versions are gone: one source of truth per equation (``kdlab.losses``). Speed is measured side by side by
-  ``benchmarks/bench_sweep.py`` (figures in ``benchmarks/README.md``).
+* **One batched model, one loop.** N students of the same architecture are stacked into one set of
+  parameters with a leading dimension N (``kdlab.loop.StackedStudents``): a model like any other, whose
+  forward gives logits (N, B, K), trained by the same loop as one student (``kdlab.loop.fit``; ``distill``
+  is its N = 1 case). When all N students see the same batch (same seed), the first layer is a single
+  (B, 784) @ (784, N * 64) matrix product instead of N small ones.
+* **One pass over each batch.** The teacher's logits are computed once for the training split and shared by
+  every group; the students' losses are summed and one ``backward`` runs for all of them (the students are
+  independent, so each gets exactly its own gradient). Students with the same optimizer settings share one
+  ``torch.optim`` optimizer over their stacked parameters.
+* **One loss call per method.** A method's terms function, written for ONE student, is called once for all
+  students of that method through ``torch.func.vmap`` (``kdlab.loop.BatchedTerms``), every recipe included
+  (CTKD's learned temperatures and DTKD's logged ones too). Speed: ``benchmarks/bench_sweep.py``.
 
-Every student follows ``kdlab.train``'s training protocol exactly (``torch.manual_seed(seed)`` before the
+Every student follows the training protocol of ``kdlab.loop`` (``torch.manual_seed(seed)`` before the
 model is created, a ``torch.Generator().manual_seed(seed)`` permutation per epoch, the same recipe
 defaults, the same schedule), so each student of a sweep ends within float tolerance of the same
-configuration trained alone by ``kdlab.distill`` (tested for KD/TTM with SGD/AdamW).
+configuration trained alone by ``kdlab.distill`` (tested).
 
 Students are grouped automatically: one group per (student architecture, batch size, epochs). MLP students
 are always batched. Other architectures are batched on a GPU (``vmap``; BatchNorm students keep their own
@@ -303,7 +295,7 @@ def _batchable(student, dataset, device):
 
     * Active dropout (p > 0): no, anywhere. The random masks come from the global RNG in an order a batched
       model cannot reproduce; ``distill`` trains them one by one (same result, not faster).
-    * MLPs (Flatten, Linear, ReLU): yes (:class:`_StackedMLP`).
+    * MLPs (Flatten, Linear, ReLU): yes (``kdlab.loop.StackedMLP``).
     * Other architectures: on a GPU, yes, through ``vmap`` over ``functional_call`` (BatchNorm included: each
       student normalises by its own batch statistics and updates its own running statistics, exactly as
       alone). On the CPU, no: there ``vmap`` turns the convolutions into grouped ones whose backward is slower

@@ -1,26 +1,13 @@
-"""Training: ``train_teacher`` and ``distill``, one small loop shared by both.
+"""Training: ``train_teacher`` and ``distill``, both the one-student case of ``kdlab.loop.fit``.
 
-The loop is the one every knowledge-distillation paper uses (RepDistiller, mdistiller, TTM, DTKD)::
+The loop (``kdlab.loop``, shared with ``kdlab.sweep``) is the one every knowledge-distillation paper uses
+(RepDistiller, mdistiller, TTM, DTKD): one seeded permutation per epoch, the student's logits, the teacher's
+(computed once for the training split when the data are not augmented: the same student, many times faster
+than running the teacher per batch, which ``reuse_teacher_logits=False`` does), the method's weighted terms,
+their sum minimised by a ``torch.optim`` step, every term logged; the schedule and the test metrics once per
+epoch.
 
-    for epoch in 1..E:
-        perm = randperm(N)                       # seeded generator, one permutation per epoch
-        for each slice of perm of size B:
-            z = student(x)                       # student logits
-            v = teacher(x)                       # teacher logits (eval mode, no gradient)
-            terms = method(z, v, y, epoch)       # e.g. {"ce": 0.1 * CE, "kd": 0.9 * T^2 * KL}
-            loss = sum(terms)                    # every term is logged on its own
-            SGD step
-        LR schedule step; test accuracy
-
-and it is written so that it is fast on a laptop CPU, which is where students run it:
-
-* the data live as tensors on the device and are indexed by slices of the permutation, no DataLoader;
-* the teacher's logits do not change while the student learns, so when the data are not augmented
-  they are computed once for the whole training split and indexed per batch. That gives exactly the
-  same student as running the teacher on every batch (``reuse_teacher_logits=False``), many times faster;
-* test accuracy is computed once per epoch in large chunks, train accuracy from the running batches.
-
-Training protocol (``kdlab.sweeps`` follows it exactly, so a sweep's student equals ``distill``'s):
+Training protocol (a sweep's student follows it too, so it equals ``distill``'s):
 ``torch.manual_seed(seed)`` right before the model is created; ``torch.Generator().manual_seed(seed)``
 draws one ``randperm`` per epoch; batches are consecutive slices (the last partial batch is kept);
 augmentation (only when ``dataset.augment``) uses ``torch.Generator().manual_seed(seed + 1)``; the
