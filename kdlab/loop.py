@@ -26,6 +26,7 @@ computed once per epoch in large chunks.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -92,7 +93,7 @@ def fit(students, methods, batches, dataset, settings, *, teacher=None, teacher_
     histories, start_epoch = [[] for _ in methods], 0
     if checkpoint is not None and checkpoint["resume"] and checkpoint["path"].exists():
         histories, start_epoch = _resume(checkpoint, students, methods, batches, epochs)
-    losses = Losses(methods, device)
+    losses = Losses(methods, device, value_checks=strict)  # a sweep marks a run whose logits blow up
     if teacher is not None and teacher_logits is not None and start_epoch < epochs:
         batches.cached = teacher_logits.get()
     own_bar = bar is None
@@ -596,11 +597,12 @@ class Losses:
 
     Contiguous students of one method form a set: one vmapped call of its terms (:class:`BatchedTerms`) when
     the set has several students and the method can be batched, else one ``Method`` call per student.
-    ``owned[n]``: the names of student n's terms (known after the first call).
+    ``owned[n]``: the names of student n's terms (known after the first call). ``value_checks=False``: the
+    losses' checks of tensor values are skipped (a sweep marks a run whose logits became non-finite).
     """
 
-    def __init__(self, methods, device):
-        self.count, self.sets = len(methods), []
+    def __init__(self, methods, device, value_checks=True):
+        self.count, self.sets, self.value_checks = len(methods), [], value_checks
         for _, run in itertools.groupby(range(len(methods)), key=lambda n: methods[n].name):
             run = list(run)
             members = methods[run[0]:run[-1] + 1]
@@ -614,8 +616,9 @@ class Losses:
         for start, stop, terms_of in self.sets:
             whole = start == 0 and stop == self.count
             teacher = None if teacher_logits is None else (teacher_logits if whole else teacher_logits[start:stop])
-            values = terms_of(*((student_logits, teacher, targets) if whole else
-                                (student_logits[start:stop], teacher, targets[start:stop])), epoch)
+            with contextlib.nullcontext() if self.value_checks else skip_value_checks():
+                values = terms_of(*((student_logits, teacher, targets) if whole else
+                                    (student_logits[start:stop], teacher, targets[start:stop])), epoch)
             for term, value in values.items():
                 pieces.setdefault(term, []).append((start, stop, value.detach()))
             losses.append(sum(values.values()))
