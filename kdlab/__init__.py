@@ -31,7 +31,7 @@ from kdlab.losses import (
     ttm_loss,
     wttm_loss,
 )
-from kdlab.methods import Method, get_method, list_methods, register_method
+from kdlab.methods import Method, get_method, list_methods, register_method, unregister_method
 
 # data and models: tensors on the training device, MNIST and CIFAR model zoo
 from kdlab.data import Dataset, augment_batch, load_dataset

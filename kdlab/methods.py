@@ -70,7 +70,7 @@ from kdlab.losses import (
     wttm_loss,
 )
 
-__all__ = ["Method", "get_method", "list_methods", "register_method", "warmup_factor"]
+__all__ = ["Method", "get_method", "list_methods", "register_method", "unregister_method", "warmup_factor"]
 
 
 class Method(nn.Module):
@@ -85,8 +85,9 @@ class Method(nn.Module):
         term_names: the keys of the returned dict, in order.
         uses_temperature / needs_teacher: False for ``"ce"`` and ``"label_smoothing"`` (the trainer may
             then pass ``teacher_logits=None``).
-        batchable: whether ``terms`` may be batched over students with ``torch.func.vmap`` (False for CTKD,
-            whose temperature is a parameter, and DTKD, which records its per-sample temperatures).
+        batchable: whether ``terms`` may be batched over students with ``torch.func.vmap`` (every recipe).
+        learned: names of hyper-parameters learned in training (CTKD: "temperature"); ``hparams_at(epoch)``
+            gives them as tensors. record: None or the function giving the temperatures to log.
         last_temperatures: detached temperatures of the last call (DTKD: per-sample student temperatures of
             shape (B,); CTKD: the learnable tau, 0-d), None for fixed-temperature recipes.
     Only CTKD has parameters (its temperature's theta); add ``method.parameters()`` to the optimizer and move
@@ -102,6 +103,8 @@ class Method(nn.Module):
         self.needs_teacher = recipe.needs_teacher
         self.uses_temperature = "temperature" in hparams
         self.batchable = recipe.batchable
+        self.record = recipe.record  # (student_logits, teacher_logits, **hparams) -> the temperatures to log
+        self.learned = ("temperature",) if name == "ctkd" else ()
         self.last_temperatures = None
         if name == "ctkd":
             self.temperature_module = LearnableTemperature(
@@ -118,14 +121,17 @@ class Method(nn.Module):
         targets = check_targets(targets, student_logits)
         if isinstance(epoch, bool) or not isinstance(epoch, Real) or not math.isfinite(epoch) or epoch < 0:
             raise ValueError(f"epoch must be a finite number >= 0 (1-based epoch index), got {epoch!r}")
-        hparams = self.hparams
-        if self.name == "ctkd":  # the learnable temperature replaces the initial one
-            hparams = dict(hparams, temperature=self.temperature_module(epoch))
-            self.last_temperatures = hparams["temperature"].detach()
-        elif self.name == "dtkd":
-            _, student_t = dtkd_temperatures(student_logits, teacher_logits, hparams["temperature"], detach=True)
-            self.last_temperatures = student_t.reshape(-1)
+        hparams = self.hparams_at(epoch)
+        if self.record is not None:
+            self.last_temperatures = self.record(student_logits, teacher_logits, **hparams).detach()
         return self.terms(student_logits, teacher_logits, targets, epoch, **hparams)
+
+    def hparams_at(self, epoch):
+        """The hyper-parameters of this epoch: ``hparams`` with the learned ones (``learned``: CTKD's
+        temperature, from its ``LearnableTemperature``) as tensors that carry gradients to the method's parameters."""
+        if not self.learned:
+            return self.hparams
+        return dict(self.hparams, temperature=self.temperature_module(epoch))
 
     def warmup_factor(self, epoch) -> float:
         """min(epoch / warmup, 1), the factor on the distillation terms (1 when warmup is 0)."""
@@ -265,9 +271,19 @@ def _ctkd_terms(student_logits, teacher_logits, targets, epoch, temperature, ce_
 # The registry: name -> recipe. register_method adds to it; list_methods and get_method read it.
 
 class _Recipe:
-    def __init__(self, terms, term_names, defaults, needs_teacher, batchable, validators):
+    def __init__(self, terms, term_names, defaults, needs_teacher, batchable, validators, record=None):
         self.terms, self.term_names, self.defaults = terms, term_names, defaults
-        self.needs_teacher, self.batchable, self.validators = needs_teacher, batchable, validators
+        self.needs_teacher, self.batchable, self.validators, self.record = needs_teacher, batchable, validators, record
+
+
+def _dtkd_record(student_logits, teacher_logits, temperature, **hparams):
+    """DTKD logs its per-sample student temperatures (B,)."""
+    return dtkd_temperatures(student_logits, teacher_logits, temperature, detach=True)[1].reshape(-1)
+
+
+def _ctkd_record(student_logits, teacher_logits, temperature, **hparams):
+    """CTKD logs its learned temperature (0-d)."""
+    return temperature
 
 
 _REGISTRY = {}
@@ -283,6 +299,7 @@ def register_method(name, terms, defaults, *, needs_teacher=True, term_names=Non
     order (default: found by one call on a tiny random batch). Registering an existing name replaces it.
     After this, ``get_method(name)``, ``distill(method=name)``, ``sweep(method=name)`` and ``list_methods()``
     know the method; the sweep batches ``terms`` over its students with ``torch.func.vmap``.
+    ``unregister_method(name)`` removes it again.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
@@ -305,6 +322,20 @@ def register_method(name, terms, defaults, *, needs_teacher=True, term_names=Non
     if term_names is None:
         term_names = _discover_term_names(name, terms, defaults, needs_teacher)
     _REGISTRY[name] = _Recipe(terms, tuple(term_names), dict(defaults), needs_teacher, True, validators)
+
+
+def unregister_method(name):
+    """Remove the recipe ``name`` added with ``register_method`` (a built-in name that was replaced gets its
+    built-in recipe back). Raises ValueError for an unknown name and for a built-in recipe left as it is."""
+    if name not in _REGISTRY:
+        raise ValueError(f"name must be a registered method, one of {sorted(_REGISTRY)}, got {name!r}")
+    if name in _BUILT_IN:
+        if _REGISTRY[name] is _BUILT_IN_RECIPES[name]:
+            raise ValueError(f"name {name!r} is a built-in method; only methods added with register_method "
+                             "can be removed")
+        _REGISTRY[name] = _BUILT_IN_RECIPES[name]
+    else:
+        del _REGISTRY[name]
 
 
 def _discover_term_names(name, terms, defaults, needs_teacher):
@@ -396,8 +427,8 @@ _VALIDATORS = {
 }
 
 
-# The built-in recipes: (terms, term names, defaults, needs_teacher, batchable). CTKD (a learnable temperature)
-# and DTKD (it records its per-sample temperatures) are evaluated student by student in a sweep.
+# The built-in recipes: (terms, term names, defaults, needs_teacher, batchable); DTKD and CTKD also log
+# temperatures (their record functions), CTKD's temperature is learned (Method.hparams_at).
 _CTKD_INITIAL_TEMPERATURE = 1.0 + 20.0 / (1.0 + math.exp(-1.0))  # t_min + t_span sigmoid(theta = 1) = 15.62
 _BUILT_IN = {
     "ce": (_ce_terms, ("ce",), {"ce_weight": 1.0}, False, True),
@@ -408,17 +439,19 @@ _BUILT_IN = {
              True),
     "dtkd": (_dtkd_terms, ("ce", "dtkd", "kd"),
              {"temperature": 4.0, "ce_weight": 1.0, "alpha": 3.0, "beta": 1.0, "warmup": 20, "detach": False}, True,
-             False),
+             True),
     "lskd": (_lskd_terms, ("ce", "lskd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 9.0, "warmup": 0},
              True, True),
     "dkd": (_dkd_terms, ("ce", "tckd", "nckd"),
             {"temperature": 4.0, "ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "warmup": 20}, True, True),
     "ctkd": (_ctkd_terms, ("ce", "kd"),
              {"temperature": _CTKD_INITIAL_TEMPERATURE, "ce_weight": 0.1, "kd_weight": 0.9, "t_min": 1.0,
-              "t_span": 20.0, "decay_epochs": 10, "warmup": 0}, True, False),
+              "t_span": 20.0, "decay_epochs": 10, "warmup": 0}, True, True),
     "normkd": (_normkd_terms, ("ce", "normkd"), {"temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "warmup": 0},
                True, True),
 }
-for _name, (_terms, _term_names, _defaults, _needs_teacher, _batchable) in _BUILT_IN.items():
-    _REGISTRY[_name] = _Recipe(_terms, _term_names, _defaults, _needs_teacher, _batchable,
-                               {key: _VALIDATORS[key] for key in _defaults})
+_BUILT_IN_RECIPES = {_name: _Recipe(_terms, _term_names, _defaults, _needs_teacher, _batchable,
+                                    {key: _VALIDATORS[key] for key in _defaults},
+                                    {"dtkd": _dtkd_record, "ctkd": _ctkd_record}.get(_name))
+                     for _name, (_terms, _term_names, _defaults, _needs_teacher, _batchable) in _BUILT_IN.items()}
+_REGISTRY.update(_BUILT_IN_RECIPES)

@@ -4,31 +4,23 @@ Choosing a temperature means a grid: temperatures x seeds x methods x optimizers
 cell and the grid costs as many runs as it has cells. But the students of a grid are small and all do the
 same thing to the same data, so ``sweep`` trains them *together*:
 
-* **One batched model.** N students of the same architecture are stacked into one set of parameters with a
-  leading dimension of size N (``torch.func.stack_module_state``) and run as one network with
-  ``torch.func.vmap(functional_call(...))``. When all N students see the same batch (same seed), the first
-  layer is a single (B, 784) @ (784, N * 64) matrix product instead of N small ones.
-* **One pass over each batch.** The teacher's logits are computed once for the training split (as
-  ``distill`` does) and shared by all students; each student takes its own loss, the losses are summed and
-  one ``backward`` runs for all of them. The students are independent, so the gradient of the sum with
-  respect to student n's parameters is exactly student n's own gradient.
-* **One optimizer step.** Students with the same optimizer settings form one part: one stacked leaf tensor per
-  parameter, trained by a ``torch.optim`` SGD/AdamW (fused kernels where torch has them) and scheduler built
-  exactly as ``distill`` builds them, so the learning rate of every epoch is the scheduler's own.
-* **One loss call per method.** A method's terms function is written for ONE student (``kdlab.methods``:
-  logits (B, K), scalar hyper-parameters). The sweep calls it once for all students of that method through
-  ``torch.func.vmap``: hyper-parameters the students share are passed as they are, those that differ as one
-  0-d tensor per student (:class:`_BatchedTerms`). So every recipe, built in or added with
-  ``kdlab.register_method``, is written once and batched without another edit. Recipes with a learnable
-  temperature (CTKD) or recorded per-sample temperatures (DTKD) call their own ``Method`` per student.
-* **Autograd throughout.** The closed-form loss gradients and the hand-written MLP backward of earlier
-  versions are gone: one source of truth per equation (``kdlab.losses``). Speed is measured side by side by
-  ``benchmarks/bench_sweep.py`` (figures in ``benchmarks/README.md``).
+* **One batched model, one loop.** N students of the same architecture are stacked into one set of
+  parameters with a leading dimension N (``kdlab.loop.StackedStudents``): a model like any other, whose
+  forward gives logits (N, B, K), trained by the same loop as one student (``kdlab.loop.fit``; ``distill``
+  is its N = 1 case). When all N students see the same batch (same seed), the first layer is a single
+  (B, 784) @ (784, N * 64) matrix product instead of N small ones.
+* **One pass over each batch.** The teacher's logits are computed once for the training split and shared by
+  every group; the students' losses are summed and one ``backward`` runs for all of them (the students are
+  independent, so each gets exactly its own gradient). Students with the same optimizer settings share one
+  ``torch.optim`` optimizer over their stacked parameters.
+* **One loss call per method.** A method's terms function, written for ONE student, is called once for all
+  students of that method through ``torch.func.vmap`` (``kdlab.loop.BatchedTerms``), every recipe included
+  (CTKD's learned temperatures and DTKD's logged ones too). Speed: ``benchmarks/bench_sweep.py``.
 
-Every student follows ``kdlab.train``'s training protocol exactly (``torch.manual_seed(seed)`` before the
+Every student follows the training protocol of ``kdlab.loop`` (``torch.manual_seed(seed)`` before the
 model is created, a ``torch.Generator().manual_seed(seed)`` permutation per epoch, the same recipe
 defaults, the same schedule), so each student of a sweep ends within float tolerance of the same
-configuration trained alone by ``kdlab.distill`` (tested for KD/TTM with SGD/AdamW).
+configuration trained alone by ``kdlab.distill`` (tested).
 
 Students are grouped automatically: one group per (student architecture, batch size, epochs). MLP students
 are always batched. Other architectures are batched on a GPU (``vmap``; BatchNorm students keep their own
@@ -54,29 +46,19 @@ import itertools
 import json
 import math
 import sys
-import time
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from kdlab.data import augment_batch
 from kdlab.methods import get_method, list_methods
-from kdlab.stats import calibration
 from kdlab.common import (
     SETTING_NAMES,
     atomic_write_text,
-    autocast,
     check_bool,
-    check_model_logits,
     check_output_folder,
-    diverged_term,
     dataset_fingerprint,
-    eval_batch_size,
-    make_optimizer,
-    make_scheduler,
     module_fingerprint,
     recipe_method_overrides,
     remove_stale_temporaries,
@@ -84,10 +66,10 @@ from kdlab.common import (
     resolve_device,
     resolve_model,
     resolve_recipe,
-    skip_value_checks,
     tune_cpu_allocator,
 )
-from kdlab.train import TrainingDiverged, distill, predict, resolve_teacher
+from kdlab.loop import Batches, StackedStudents, TeacherLogits, TrainingDiverged, fit, mlp_layers, optimizer_key
+from kdlab.train import distill, resolve_teacher
 
 __all__ = ["sweep", "expand_grid"]
 
@@ -160,17 +142,27 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
     todo = [c for c in configs if c["run_key"] not in finished]
     groups = _make_groups(todo, dataset, device)
 
+    students = _train_groups(groups, dataset, teacher, device, folder, finished, progress, len(configs))
+    frame = _assemble(configs, finished)
+    if folder is not None:
+        atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
+    if return_students:
+        return frame, [students.get(config["config"]) for config in configs]
+    return frame
+
+
+def _train_groups(groups, dataset, teacher, device, folder, finished, progress, runs):
+    """Train every group (batched, or by distill when it cannot be), save each to ``folder`` as it finishes
+    and add its rows to ``finished``; return {config: trained student}."""
     from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
 
     total = sum(group[0]["settings"]["epochs"] for group in groups)
-    bar = tqdm(total=total, desc=f"sweep ({len(configs)} runs, {len(groups)} groups)", unit="epoch",
-               disable=not progress)
-    students = {}
-    cached_teacher_logits = _TeacherLogits(teacher, dataset)
+    bar = tqdm(total=total, desc=f"sweep ({runs} runs, {len(groups)} groups)", unit="epoch", disable=not progress)
+    students, teacher_logits = {}, TeacherLogits(teacher, dataset)
     try:
         for group in groups:
             if len(group) > 1 or _batchable(group[0]["student"], dataset, device):
-                frame, trained = _train_group(group, dataset, teacher, cached_teacher_logits, device, bar)
+                frame, trained = _train_group(group, dataset, teacher, teacher_logits, device, bar)
             else:
                 frame, trained = _distill_one(group[0], dataset, teacher, device, bar)
             students.update(trained)
@@ -180,13 +172,7 @@ def sweep(teacher, dataset="mnist10k", student="mlp64", grid=None, epochs=None, 
                 finished[key] = rows
     finally:
         bar.close()
-
-    frame = _assemble(configs, finished)
-    if folder is not None:
-        atomic_write_text(folder / "sweep.csv", frame.to_csv(index=False))
-    if return_students:
-        return frame, [students.get(config["config"]) for config in configs]
-    return frame
+    return students
 
 
 def expand_grid(grid=None, **common):
@@ -296,7 +282,7 @@ def _make_groups(configs, dataset, device):
         groups.setdefault(key, []).append(config)
     result = []
     for group in groups.values():
-        group.sort(key=lambda c: (_optimizer_key(c["settings"]), c["method"], c["seed"], c["config"]))
+        group.sort(key=lambda c: (optimizer_key(c["settings"]), c["method"], c["seed"], c["config"]))
         if _batchable(group[0]["student"], dataset, device):
             result.append(group)
         else:
@@ -309,7 +295,7 @@ def _batchable(student, dataset, device):
 
     * Active dropout (p > 0): no, anywhere. The random masks come from the global RNG in an order a batched
       model cannot reproduce; ``distill`` trains them one by one (same result, not faster).
-    * MLPs (Flatten, Linear, ReLU): yes (:class:`_StackedMLP`).
+    * MLPs (Flatten, Linear, ReLU): yes (``kdlab.loop.StackedMLP``).
     * Other architectures: on a GPU, yes, through ``vmap`` over ``functional_call`` (BatchNorm included: each
       student normalises by its own batch statistics and updates its own running statistics, exactly as
       alone). On the CPU, no: there ``vmap`` turns the convolutions into grouped ones whose backward is slower
@@ -322,7 +308,7 @@ def _batchable(student, dataset, device):
     dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
     if any(isinstance(module, dropout) and module.p > 0 for module in student.modules()):
         return False
-    return _mlp_layers(student) is not None or device.type != "cpu" or _VMAP_ON_CPU
+    return mlp_layers(student) is not None or device.type != "cpu" or _VMAP_ON_CPU
 
 
 _VMAP_ON_CPU = False
@@ -374,78 +360,26 @@ def _schedule_name(schedule):
 # Training one group as one batched model
 # ----------------------------------------------------------------------------------------------------------
 
-class _TeacherLogits:
-    """The teacher's logits for the whole training split, computed once (as ``distill`` does) and shared by
-    every group; None when there is no teacher or the data are augmented (then the teacher runs per batch)."""
-
-    def __init__(self, teacher, dataset):
-        self.teacher, self.dataset, self._logits = teacher, dataset, None
-
-    def get(self):
-        if self.teacher is None or self.dataset.augment:
-            return None
-        if self._logits is None:
-            was_training = self.teacher.training
-            logits = predict(self.teacher, self.dataset.train_images)
-            self.teacher.train(was_training)
-            check_model_logits(logits, self.dataset.num_classes, "teacher")
-            self._logits = logits
-        return self._logits
-
-
 def _train_group(group, dataset, teacher, teacher_logits, device, bar):
-    """Train the students of ``group`` together; return (history frame, {config: trained student})."""
+    """Train the students of ``group`` together (``kdlab.loop.fit`` on a ``StackedStudents``); return
+    (history frame, {config: trained student})."""
     students = [_initial_student(config, dataset, device) for config in group]
-    skeleton = copy.deepcopy(students[0]).to("meta")
-    stacked = _StackedParameters(students, group, device)
+    seeds = list(dict.fromkeys(config["seed"] for config in group))
+    streams = [seeds.index(config["seed"]) for config in group]
+    model = StackedStudents(students, [config["settings"] for config in group], streams, device)
     methods = [get_method(config["method"], **config["overrides"]).to(device) for config in group]
     # CTKD's learnable temperature: its own optimizer and schedule with the student's settings, which update
     # it exactly as distill's shared optimizer does (torch.optim updates each tensor on its own).
     for method, config in zip(methods, group):
         if list(method.parameters()):
-            stacked.add_optimizer(list(method.parameters()), config["settings"])
-    loss_sets = _loss_sets(methods, device)
-    seeds = list(dict.fromkeys(config["seed"] for config in group))
-    streams = [seeds.index(config["seed"]) for config in group]
-    forward = _batched_forward(skeleton, len(seeds) == 1, _stream_runs(streams))
-    forward_shared = forward if len(seeds) == 1 else _batched_forward(skeleton, True)
-    batches = _GroupBatches(dataset, teacher, teacher_logits.get(), seeds, streams, device,
-                            stacked_mlp=isinstance(forward, _StackedMLP))
-    histories = [[] for _ in group]
-    teacher_was_training = teacher.training if teacher is not None else None
-    diverged = set()  # students one of whose loss terms was non-finite at the end of an epoch
-    if teacher is not None:
-        teacher.eval()
-    try:
-        for epoch in range(1, group[0]["settings"]["epochs"] + 1):
-            start_time = time.perf_counter()
-            epoch_lrs = stacked.learning_rates()
-            skeleton.train()
-            stats = _EpochStats(methods, device)
-            for images, targets, teacher_out in batches.epoch(group[0]["settings"]["batch_size"]):
-                stacked.zero_grad()
-                with autocast(device):
-                    student_logits = forward(stacked.joined(), stacked.buffers, images)
-                student_logits = student_logits.float()
-                terms, loss = _group_terms(loss_sets, student_logits, teacher_out, targets, epoch)
-                loss.sum().backward()
-                stacked.step()
-                stats.add(terms, loss, student_logits, targets)
-            stacked.schedule()
-            with torch.no_grad():
-                test_metrics = _test_metrics(forward_shared, skeleton, stacked.joined(), stacked.buffers, dataset,
-                                             device)
-            for history, row in zip(histories, stats.rows(epoch, test_metrics, epoch_lrs,
-                                                          time.perf_counter() - start_time)):
-                history.append(row)
-            _mark_diverged(histories, methods, group, diverged, epoch, bar)
-            finite_test = [a for a in test_metrics["test_acc"] if math.isfinite(a)]
-            bar.update(1)
-            bar.set_postfix(best_test_acc=f"{max(finite_test, default=math.nan):.2f}")
-    finally:
-        if teacher is not None:
-            teacher.train(teacher_was_training)
-    return _group_frame(group, histories), stacked.unstack(group, students)
+            model.add_optimizer(list(method.parameters()), config["settings"])
+    batches = Batches(dataset, teacher, seeds, streams, device, augment="crop_flip" if dataset.augment else "none",
+                      takes_streams=model.takes_streams)
+    histories = fit(model, methods, batches, dataset, group[0]["settings"], teacher=teacher,
+                    teacher_logits=teacher_logits, strict=False, bar=bar,
+                    on_diverged=lambda n, epoch, term: _report_divergence(bar, group[n], epoch, term))
+    return _group_frame(group, histories), {config["config"]: student
+                                            for config, student in zip(group, model.trained())}
 
 
 def _initial_student(config, dataset, device):
@@ -454,379 +388,6 @@ def _initial_student(config, dataset, device):
     student = copy.deepcopy(student) if isinstance(student, nn.Module) else \
         resolve_model(student, dataset, config["seed"], "student")
     return student.to(device).train()
-
-
-class _StackedParameters:
-    """The students' parameters stacked along a leading dimension N, and the torch.optim optimizers that train them.
-
-    Students with the same optimizer settings (kind, lr, momentum, weight decay, schedule; ``sweep`` orders them
-    contiguously) form a *part*: one leaf tensor (n, ...) per parameter, one ``torch.optim`` optimizer and one
-    scheduler, exactly as ``distill`` builds them for one student (fused kernels where torch has them: the same
-    update, one pass over each tensor). ``joined()`` is what the batched forward takes: the parts' leaves
-    concatenated along dimension 0 (the leaves themselves when there is one part).
-    """
-
-    def __init__(self, students, group, device):
-        from torch.func import stack_module_state
-
-        params, self.buffers = stack_module_state(students)
-        self.parts, self.optimizers, self.schedulers, self.sizes = [], [], [], []
-        for _, run in itertools.groupby(range(len(group)), key=lambda n: _optimizer_key(group[n]["settings"])):
-            run = list(run)
-            part = params if len(run) == len(group) else \
-                {name: value[run[0]:run[-1] + 1].detach().clone().requires_grad_() for name, value in params.items()}
-            self.parts.append(part)
-            self.sizes.append(len(run))
-            self.add_optimizer(list(part.values()), group[run[0]]["settings"], device)
-        self._extra = len(self.parts)  # optimizers after this one train method parameters (CTKD)
-
-    def add_optimizer(self, params, settings, device=None):
-        fused = device is not None and device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
-        optimizer = make_optimizer(params, settings, fused=fused or None)
-        self.optimizers.append(optimizer)
-        self.schedulers.append(make_scheduler(optimizer, settings))
-
-    def joined(self):
-        if len(self.parts) == 1:
-            return self.parts[0]
-        return {name: torch.cat([part[name] for part in self.parts]) for name in self.parts[0]}
-
-    def learning_rates(self):
-        """This epoch's learning rate of every student (the scheduled value, as distill's ``lr`` column)."""
-        return [optimizer.param_groups[0]["lr"] for optimizer, size in zip(self.optimizers, self.sizes)
-                for _ in range(size)]
-
-    def zero_grad(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-
-    def step(self):
-        for optimizer in self.optimizers:
-            optimizer.step()
-
-    def schedule(self):
-        for scheduler in self.schedulers:
-            if scheduler is not None:
-                scheduler.step()
-
-    def unstack(self, group, students):
-        """{config: student} with each student's slice of the trained parameters and buffers copied back."""
-        params, trained = self.joined(), {}
-        with torch.no_grad():
-            for n, (config, student) in enumerate(zip(group, students)):
-                for name, param in student.named_parameters():
-                    param.copy_(params[name][n])
-                for name, buffer in student.named_buffers():
-                    buffer.copy_(self.buffers[name][n])
-                trained[config["config"]] = student.eval()
-        return trained
-
-
-def _optimizer_key(settings):
-    return tuple(repr(settings[key]) for key in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs"))
-
-
-class _GroupBatches:
-    """The batches of one epoch for every student: one shuffling stream per distinct seed, as in distill.
-
-    Each stream's epoch order is gathered once (one copy of the data per epoch instead of one index operation
-    per step); the batches are then slices, exactly the images distill's index picks. Yields (images, targets
-    (N, B), teacher logits (N, B, K) or None): images are one batch (B, ...) when all students share a seed,
-    else the MLP students take the list of the streams' batches and other architectures (N, B, ...).
-    """
-
-    def __init__(self, dataset, teacher, cached, seeds, streams, device, stacked_mlp):
-        self.dataset, self.teacher, self.cached, self.seeds, self.device = dataset, teacher, cached, seeds, device
-        self.stream_of = torch.tensor(streams, device=device)
-        self.count, self.stacked_mlp = len(streams), stacked_mlp
-        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        self.augment_generators = [torch.Generator().manual_seed(seed + 1) for seed in seeds]
-
-    def epoch(self, batch_size):
-        n_train = self.dataset.train_targets.shape[0]
-        perms = [torch.randperm(n_train, generator=generator).to(self.device) for generator in self.generators]
-        images = [self.dataset.train_images[perm] for perm in perms]
-        targets = [self.dataset.train_targets[perm] for perm in perms]
-        teacher = [self.cached[perm] for perm in perms] if self.cached is not None else None
-        for start in range(0, n_train, batch_size):
-            stop = start + batch_size
-            batch = [self._images(images[s][start:stop], s) for s in range(len(self.seeds))]
-            labels = [stream[start:stop] for stream in targets]
-            if self.teacher is None:
-                teacher_out = None
-            elif teacher is not None:
-                teacher_out = [stream[start:stop] for stream in teacher]
-            else:
-                with torch.inference_mode(), autocast(self.device):
-                    teacher_out = [self.teacher(x).float() for x in batch]
-                teacher_out = [logits.clone() for logits in teacher_out]  # normal tensors, out of inference mode
-                for logits in teacher_out:
-                    check_model_logits(logits, self.dataset.num_classes, "teacher")
-            yield self._arrange(batch, labels, teacher_out)
-
-    def _images(self, batch, stream):
-        if self.dataset.augment:
-            return augment_batch(batch, generator=self.augment_generators[stream])
-        return batch
-
-    def _arrange(self, batch, labels, teacher_out):
-        if len(self.seeds) == 1:
-            teacher_n = None if teacher_out is None else teacher_out[0].expand(self.count, -1, -1)
-            return batch[0], labels[0].expand(self.count, -1), teacher_n
-        images = batch if self.stacked_mlp else torch.stack(batch)[self.stream_of]
-        teacher_n = None if teacher_out is None else torch.stack(teacher_out)[self.stream_of]
-        return images, torch.stack(labels)[self.stream_of], teacher_n
-
-
-class _EpochStats:
-    """Running sums of every student's terms, loss, correct predictions and temperatures (DTKD, CTKD) over an
-    epoch, and the epoch's history rows (the same columns as distill's, "lr" named "epoch_lr")."""
-
-    def __init__(self, methods, device):
-        self.methods, self.term_names, self.running, self.seen = methods, None, None, 0
-        self.correct = torch.zeros(len(methods), dtype=torch.int64, device=device)
-        self.temperatures = [[0.0, 0, math.inf, -math.inf] for _ in methods]
-
-    def add(self, terms, loss, student_logits, targets):
-        batch = targets.shape[1]
-        self.seen += batch
-        if self.term_names is None:
-            self.term_names = list(terms)
-        values = torch.stack([terms[name] for name in self.term_names] + [loss.detach()])  # one add per step
-        self.running = values * batch if self.running is None else self.running.add_(values, alpha=batch)
-        self.correct += (student_logits.detach().argmax(dim=-1) == targets).sum(dim=1)
-        for method, stats in zip(self.methods, self.temperatures):
-            if method.last_temperatures is not None:
-                temperatures = method.last_temperatures.detach().float().flatten()
-                stats[0] += temperatures.sum()
-                stats[1] += temperatures.numel()
-                stats[2] = min(stats[2], float(temperatures.min()))
-                stats[3] = max(stats[3], float(temperatures.max()))
-
-    def rows(self, epoch, test_metrics, epoch_lrs, seconds):
-        means = (self.running.cpu().double() / self.seen).tolist()  # on the CPU: MPS has no float64
-        totals = dict(zip(self.term_names + ["loss"], means))
-        train_acc = (100.0 * self.correct.cpu().double() / self.seen).tolist()
-        rows = []
-        for n, (t_sum, t_count, t_min, t_max) in enumerate(self.temperatures):
-            row = {"epoch": epoch}
-            row.update({name: values[n] for name, values in totals.items() if name != "loss"
-                        and not math.isnan(values[n])})
-            row.update({"loss": totals["loss"][n], "train_acc": train_acc[n]})
-            row.update({name: values[n] for name, values in test_metrics.items()})
-            row.update({"epoch_lr": epoch_lrs[n], "seconds": seconds})
-            if t_count:
-                row.update({"temperature_mean": float(t_sum) / t_count, "temperature_min": t_min,
-                            "temperature_max": t_max})
-            rows.append(row)
-        return rows
-
-
-def _batched_forward(skeleton, shared_input, runs=None):
-    """forward(params, buffers, images) -> logits (N, B, K) of the N stacked students.
-
-    images: (B, C, H, W) seen by every student when ``shared_input``. Otherwise the MLP students take the
-    list of the S streams' batches (one per seed) and ``runs``, the (start, stop, stream) ranges of students
-    that see each (students are sorted by seed); other architectures take (N, B, C, H, W), one batch each.
-    The MLP students (Flatten, Linear, ReLU) get hand-batched layers (:class:`_StackedMLP`). Any other
-    architecture runs through ``torch.func.vmap`` over ``functional_call`` (same result, more overhead).
-    """
-    layers = _mlp_layers(skeleton)
-    if layers is None:
-        from torch.func import functional_call, vmap
-
-        def run_one(p, b, images):
-            return functional_call(skeleton, (p, b), (images,))
-
-        return vmap(run_one, in_dims=(0, 0, None if shared_input else 0))
-    return _StackedMLP(layers, [(0, None, 0)] if shared_input else runs)
-
-
-def _stream_runs(streams):
-    """[(start, stop, stream)]: the maximal ranges of consecutive students that share an input stream."""
-    runs = []
-    for n, stream in enumerate(streams):
-        if runs and runs[-1][2] == stream:
-            runs[-1][1] = n + 1
-        else:
-            runs.append([n, n + 1, stream])
-    return [tuple(run) for run in runs]
-
-
-class _StackedMLP:
-    """The forward pass of N stacked MLP students (Flatten, Linear, ReLU); autograd gives the backward.
-
-    The students that see the same batch (one seed's stream) share their first layer: one (B, D) @ (D, n *
-    hidden) product (``addmm``) for the n students of a run, instead of n small ones; the next layers are
-    ``baddbmm`` over all N students. ``runs``: (start, stop, stream) ranges of students and the index of the
-    input batch they see (stop None: to the last student).
-    """
-
-    def __init__(self, layers, runs):
-        self.layers, self.runs = layers, runs
-
-    def __call__(self, params, buffers, images):
-        hidden = list(images) if isinstance(images, (list, tuple)) else [images]  # the streams' batches
-        for kind, name in self.layers:
-            if kind == "flatten":  # Flatten comes first (see _mlp_layers)
-                hidden = [batch.flatten(1) for batch in hidden]
-            elif kind == "relu":
-                hidden = [batch.relu() for batch in hidden] if isinstance(hidden, list) else hidden.relu()
-            else:
-                weight, bias = params[name + ".weight"], params.get(name + ".bias")
-                if isinstance(hidden, list):  # the first linear layer: one product per run of students
-                    hidden = self._first_layer(hidden, weight, bias)
-                else:
-                    hidden = torch.bmm(hidden, weight.transpose(1, 2)) if bias is None else \
-                        torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
-        return hidden
-
-    def _first_layer(self, streams, weight, bias):
-        _, out_features, in_features = weight.shape
-        outputs = []
-        for start, stop, stream in self.runs:
-            w = weight[start:stop].reshape(-1, in_features).t()
-            out = streams[stream] @ w if bias is None else torch.addmm(bias[start:stop].reshape(-1), streams[stream], w)
-            outputs.append(out.view(out.shape[0], -1, out_features))
-        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).transpose(0, 1)
-
-
-def _mlp_layers(model):
-    """[(kind, name)] for an ``nn.Sequential`` of Flatten (default dims), Linear and ReLU layers, else None."""
-    if not isinstance(model, nn.Sequential):
-        return None
-    layers = []
-    for name, module in model.named_children():
-        if type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1 and not layers:
-            layers.append(("flatten", name))
-        elif type(module) is nn.Linear:
-            layers.append(("linear", name))
-        elif type(module) is nn.ReLU:
-            layers.append(("relu", name))
-        else:
-            return None
-    if not layers or layers[-1][0] != "linear" or not any(kind == "linear" for kind, _ in layers):
-        return None
-    return layers
-
-
-def _test_metrics(forward, skeleton, params, buffers, dataset, device):
-    """Test accuracy (percent), NLL and ECE of every student, from one batched forward per chunk of test images."""
-    skeleton.eval()
-    images, targets = dataset.test_images, dataset.test_targets.to(device)
-    chunks = []
-    with torch.no_grad(), autocast(device):
-        chunk = eval_batch_size(device)
-        for start in range(0, images.shape[0], chunk):
-            chunks.append(forward(params, buffers, images[start:start + chunk].to(device)).float())
-    skeleton.train()
-    logits = torch.cat(chunks, dim=1)  # (N, test images, K)
-    correct = (logits.argmax(dim=-1) == targets).sum(dim=1)
-    metrics = {"test_acc": (100.0 * correct.cpu().double() / targets.shape[0]).tolist()}
-    metrics.update({f"test_{name}": values for name, values in calibration(logits, targets).items()})
-    return metrics
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Loss terms of many students at once: each method's one-student terms function, batched by vmap
-# ----------------------------------------------------------------------------------------------------------
-
-def _loss_sets(methods, device):
-    """[(start, stop, terms_of)]: contiguous runs of students of one method and ``terms_of(student_logits,
-    teacher_logits, targets, epoch)`` -> {term: (n,) tensor} for them: one vmapped call of the method's terms
-    (:class:`_BatchedTerms`) when it can be batched, else one ``Method`` call per student (CTKD, DTKD)."""
-    sets = []
-    for n, method in enumerate(methods):
-        if sets and sets[-1][2] == method.name:
-            sets[-1][1] = n + 1
-        else:
-            sets.append([n, n + 1, method.name])
-    result = []
-    for start, stop, _ in sets:
-        members = methods[start:stop]
-        terms_of = _BatchedTerms(members, device) if _BatchedTerms.supports(members) else _per_student_terms(members)
-        result.append((start, stop, terms_of))
-    return result
-
-
-class _BatchedTerms:
-    """The terms of n students of one method from ONE call of its one-student terms function through
-    ``torch.func.vmap``: hyper-parameters the students share are passed as they are, those that differ as one
-    0-d tensor per student (a float64 column, dimension 0 mapped). Value checks of the losses (temperatures
-    > 0, targets in range) are skipped inside: the values were checked when the methods were made."""
-
-    def __init__(self, methods, device):
-        hparams = [method.hparams for method in methods]
-        self.terms = methods[0].terms
-        self.varying = [key for key in hparams[0] if len({repr(h[key]) for h in hparams}) > 1]
-        self.fixed = {key: value for key, value in hparams[0].items() if key not in self.varying}
-        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        self.columns = [torch.tensor([float(h[key]) for h in hparams], dtype=wide, device=device)
-                        for key in self.varying]
-        self._calls = {}
-
-    @staticmethod
-    def supports(methods):
-        """Batchable methods whose differing hyper-parameters are all numbers (a flag cannot be a tensor)."""
-        if not all(method.batchable and not list(method.parameters()) for method in methods):
-            return False
-        first = methods[0].hparams
-        return all(isinstance(method.hparams[key], (int, float)) and not isinstance(method.hparams[key], bool)
-                   for method in methods for key in first if method.hparams[key] != first[key])
-
-    def __call__(self, student_logits, teacher_logits, targets, epoch):
-        from torch.func import vmap
-
-        no_teacher = teacher_logits is None
-        if no_teacher not in self._calls:
-            def one(student, teacher, target, epoch, *values):
-                return self.terms(student, teacher, target, epoch, **self.fixed, **dict(zip(self.varying, values)))
-
-            in_dims = (0, None if no_teacher else 0, 0, None, *([0] * len(self.varying)))
-            self._calls[no_teacher] = vmap(one, in_dims=in_dims)
-        with skip_value_checks():
-            terms = self._calls[no_teacher](student_logits, teacher_logits, targets, epoch, *self.columns)
-        return {name: value.float() for name, value in terms.items()}
-
-
-def _per_student_terms(methods):
-    def terms_of(student_logits, teacher_logits, targets, epoch):
-        results = [method(student_logits[n], None if teacher_logits is None else teacher_logits[n], targets[n], epoch)
-                   for n, method in enumerate(methods)]
-        return {term: torch.stack([result[term] for result in results]) for term in results[0]}
-    return terms_of
-
-
-def _group_terms(loss_sets, student_logits, teacher_logits, targets, epoch):
-    """Every student's weighted terms and loss.
-
-    Returns (terms, loss): terms maps a term name to an (N,) tensor (NaN for students whose method has no
-    such term, for logging only); loss is the (N,) tensor of each student's sum of terms (what it minimises).
-    """
-    count = student_logits.shape[0]
-    pieces, losses = {}, []
-    for start, stop, terms_of in loss_sets:
-        whole = start == 0 and stop == count
-        teacher = None if teacher_logits is None else (teacher_logits if whole else teacher_logits[start:stop])
-        values = terms_of(*((student_logits, teacher, targets) if whole else
-                            (student_logits[start:stop], teacher, targets[start:stop])), epoch)
-        for term, value in values.items():
-            pieces.setdefault(term, []).append((start, stop, value.detach()))
-        losses.append(sum(values.values()))
-    if len(loss_sets) == 1:
-        return {term: parts[0][2] for term, parts in pieces.items()}, losses[0]
-    terms = {}
-    for term, parts in pieces.items():
-        filled, position = [], 0
-        for start, stop, value in parts:
-            if start > position:
-                filled.append(torch.full((start - position,), math.nan, device=value.device))
-            filled.append(value)
-            position = stop
-        if position < count:
-            filled.append(torch.full((count - position,), math.nan, device=student_logits.device))
-        terms[term] = torch.cat(filled)
-    return terms, torch.cat(losses)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -845,7 +406,6 @@ def _distill_one(config, dataset, teacher, device, bar):
     except TrainingDiverged as error:
         _report_divergence(bar, config, error.epoch, error.term)
         model, history = None, error.history.assign(diverged=True)
-    history = history.rename(columns={"lr": "epoch_lr"})
     bar.update(settings["epochs"])
     return _group_frame([config], [history.to_dict("records")]), {config["config"]: model}
 
@@ -853,21 +413,6 @@ def _distill_one(config, dataset, teacher, device, bar):
 # ----------------------------------------------------------------------------------------------------------
 # Tables and files
 # ----------------------------------------------------------------------------------------------------------
-
-def _mark_diverged(histories, methods, group, diverged, epoch, bar):
-    """Mark (and report once) each student whose newest history row has a non-finite loss term; the others
-    train on. A NaN term is left out of the row (NaN there means "not a term of this method"), so the total
-    loss, which sums the terms, catches it."""
-    for n, (history, method, config) in enumerate(zip(histories, methods, group)):
-        if n not in diverged:
-            row = history[-1]
-            term = diverged_term(row, [name for name in row if name in method.term_names] + ["loss"])
-            if term is not None:
-                diverged.add(n)
-                _report_divergence(bar, config, epoch, term)
-        if n in diverged:
-            history[-1]["diverged"] = True
-
 
 def _report_divergence(bar, config, epoch, term):
     """A diverged run, in the progress output (a warning when the progress bar is off)."""
@@ -886,7 +431,8 @@ def _group_frame(group, histories):
     for config, history in zip(group, histories):
         columns = _config_columns(config)
         diverged = any(row.get("diverged", False) for row in history)
-        for row in history:
+        for row in history:  # the row's "lr" is the epoch's scheduled one; the config's "lr" is the base value
+            row = {("epoch_lr" if key == "lr" else key): value for key, value in row.items()}
             rows.append({**columns, **row, "diverged": diverged, "run_key": config["run_key"]})
     return _normalise(pd.DataFrame(rows))
 

@@ -3,10 +3,8 @@
 torch starts one intra-op thread per CPU it sees (``os.sched_getaffinity``), but it does not look at a
 container's CPU quota: in a container limited to 1-2 CPUs on a 64-core host (Docker ``--cpus``, Kubernetes,
 Binder, which also sets ``CPU_LIMIT``) it starts 64 threads that take turns on 2 CPUs' worth of time, and
-every step waits for the slowest. Measured on kdlab's 2-core machine beside one competing process (issue 15):
-a teacher epoch takes 7.05 s with 2 threads and 4.19 s with 1. ``benchmarks/bench_threads.py`` compares the
-old setting (2 threads) with kdlab's (1 thread under ``CPU_LIMIT=1``): on that machine shared with many other
-jobs (load average 35-41), a 1,000-image teacher epoch took 103.5 s against 33.8 s (one round).
+every step waits for the slowest. ``benchmarks/bench_threads.py`` measures the difference (figures in
+``benchmarks/README.md``).
 
 ``available_cpus()`` is the smallest of
 

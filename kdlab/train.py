@@ -1,26 +1,13 @@
-"""Training: ``train_teacher`` and ``distill``, one small loop shared by both.
+"""Training: ``train_teacher`` and ``distill``, both the one-student case of ``kdlab.loop.fit``.
 
-The loop is the one every knowledge-distillation paper uses (RepDistiller, mdistiller, TTM, DTKD)::
+The loop (``kdlab.loop``, shared with ``kdlab.sweep``) is the one every knowledge-distillation paper uses
+(RepDistiller, mdistiller, TTM, DTKD): one seeded permutation per epoch, the student's logits, the teacher's
+(computed once for the training split when the data are not augmented: the same student, many times faster
+than running the teacher per batch, which ``reuse_teacher_logits=False`` does), the method's weighted terms,
+their sum minimised by a ``torch.optim`` step, every term logged; the schedule and the test metrics once per
+epoch.
 
-    for epoch in 1..E:
-        perm = randperm(N)                       # seeded generator, one permutation per epoch
-        for each slice of perm of size B:
-            z = student(x)                       # student logits
-            v = teacher(x)                       # teacher logits (eval mode, no gradient)
-            terms = method(z, v, y, epoch)       # e.g. {"ce": 0.1 * CE, "kd": 0.9 * T^2 * KL}
-            loss = sum(terms)                    # every term is logged on its own
-            SGD step
-        LR schedule step; test accuracy
-
-and it is written so that it is fast on a laptop CPU, which is where students run it:
-
-* the data live as tensors on the device and are indexed by slices of the permutation, no DataLoader;
-* the teacher's logits do not change while the student learns, so when the data are not augmented
-  they are computed once for the whole training split and indexed per batch. That gives exactly the
-  same student as running the teacher on every batch (``reuse_teacher_logits=False``), many times faster;
-* test accuracy is computed once per epoch in large chunks, train accuracy from the running batches.
-
-Training protocol (``kdlab.sweeps`` follows it exactly, so a sweep's student equals ``distill``'s):
+Training protocol (a sweep's student follows it too, so it equals ``distill``'s):
 ``torch.manual_seed(seed)`` right before the model is created; ``torch.Generator().manual_seed(seed)``
 draws one ``randperm`` per epoch; batches are consecutive slices (the last partial batch is kept);
 augmentation (only when ``dataset.augment``) uses ``torch.Generator().manual_seed(seed + 1)``; the
@@ -36,11 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -52,17 +37,10 @@ from kdlab.common import (
     RECIPE_METHODS,
     RECIPES,
     atomic_save,
-    autocast,
     check_bool,
-    check_logits,
     check_output_folder,
-    check_model_logits,
     check_seed,
     dataset_fingerprint,
-    diverged_term,
-    eval_batch_size,
-    make_optimizer,
-    make_scheduler,
     module_fingerprint,
     process_rank,
     recipe_method_overrides,
@@ -72,28 +50,13 @@ from kdlab.common import (
     resolve_model,
     resolve_recipe,
     state_fingerprint,
-    tune_cpu_allocator,
 )
-from kdlab.data import Dataset, augment_batch, load_dataset
+from kdlab.data import Dataset, load_dataset
+from kdlab.loop import Batches, OneStudent, TeacherLogits, TrainingDiverged, fit, predict
 from kdlab.methods import get_method
-from kdlab.stats import calibration
 
 __all__ = ["RECIPES", "RECIPE_METHODS", "SHIPPED_TEACHERS", "TrainingDiverged", "train_teacher", "distill",
            "evaluate", "predict", "cache_dir"]
-
-
-class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss (NaN or inf): usually a learning rate too large for the loss.
-
-    Raised by ``train_teacher`` and ``distill`` at the end of the first epoch whose mean loss term is not
-    finite, before that epoch is checkpointed. ``epoch`` is that epoch, ``term`` the first non-finite loss
-    term (e.g. "kd", or "loss"), ``history`` the epochs so far (the last one with the non-finite values).
-    ``kdlab.sweep`` does not raise it: it marks the run ``diverged=True`` and trains the others on.
-    """
-
-    def __init__(self, message, epoch=None, term=None, history=None):
-        super().__init__(message)
-        self.epoch, self.term, self.history = epoch, term, history
 
 
 # Bump when the layout of cached teacher files changes: old files are then simply not found.
@@ -290,35 +253,6 @@ def evaluate(model, dataset, split="test", batch_size=None):
     return _accuracy(logits, targets.to(logits.device))
 
 
-def predict(model, images, batch_size=None):
-    """Logits of ``model`` (eval mode, ``torch.inference_mode``) for ``images``, computed in chunks.
-
-    The images are moved to the model's device; the logits come back float32 on that device as a normal
-    tensor (usable in autograd). The model's train/eval mode is restored afterwards.
-    batch_size: images per forward pass (default: 256 on the CPU, 1,024 on a GPU).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(images, torch.Tensor) or images.dim() < 2:
-        raise TypeError("images must be a tensor of shape (N, C, H, W)")
-    device = _model_device(model)
-    if batch_size is None:
-        batch_size = eval_batch_size(device)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    was_training = model.training
-    model.eval()
-    chunks = []
-    with torch.inference_mode(), autocast(device):
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start:start + batch_size].to(device)
-            chunks.append(model(_memory_format(chunk, model)).float())
-    model.train(was_training)
-    if not chunks:
-        raise ValueError("images must hold at least one image")
-    return torch.cat(chunks).clone()  # clone outside inference mode: a normal tensor
-
-
 def cache_dir():
     """Folder of the teacher cache: ``$KDLAB_CACHE`` if set, else the user cache folder + ``kdlab``."""
     if os.environ.get("KDLAB_CACHE"):
@@ -333,287 +267,55 @@ def cache_dir():
 
 
 # ----------------------------------------------------------------------------------------------------
-# Settings (shared with kdlab.sweeps so that both follow one protocol)
-# ----------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------
-# The loop
+# The loop: kdlab.loop.fit, for one student
 # ----------------------------------------------------------------------------------------------------
 
 def _fit(model, dataset, method, teacher, settings, *, seed, device, compile, reuse_teacher_logits,
          checkpoint_dir, resume, progress, description, run_config, reseed=False):
-    """Train ``model`` on ``dataset`` with the loss terms of ``method``; return ``(model, history)``.
+    """Train ``model`` on ``dataset`` with the loss terms of ``method`` (``kdlab.loop.fit`` with N = 1);
+    return ``(model, history)``.
 
     The global torch RNG (dropout masks) is forked: training draws from it but leaves the caller's stream as
     it was, so what runs afterwards does not depend on whether this model was trained or loaded from the
     cache. ``reseed=True`` (a model passed as an ``nn.Module``, not created here after ``manual_seed(seed)``)
     seeds that stream with ``seed`` first, so fine-tuning a given model is reproducible on its own.
     """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    check_bool(compile, "compile")
+    check_bool(progress, "progress")
+    _check_checkpoint_arguments(checkpoint_dir, resume)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if reseed:
             torch.random.default_generator.manual_seed(seed)
             if device.type == "cuda":
                 torch.cuda.manual_seed(seed)
-        return _fit_forked(model, dataset, method, teacher, settings, seed=seed, device=device, compile=compile,
-                           reuse_teacher_logits=reuse_teacher_logits, checkpoint_dir=checkpoint_dir,
-                           resume=resume, progress=progress, description=description, run_config=run_config)
-
-
-def _fit_forked(model, dataset, method, teacher, settings, *, seed, device, compile, reuse_teacher_logits,
-                checkpoint_dir, resume, progress, description, run_config):
-    check_bool(compile, "compile")
-    check_bool(resume, "resume")
-    check_bool(progress, "progress")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir (the folder holding the checkpoint), got None")
-    checkpoint_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
-
-    tune_cpu_allocator(device)
-    rank, world_size = _init_distributed(device)
-    model.to(device)
-    if device.type == "cuda" and _has_conv(model):
-        model.to(memory_format=torch.channels_last)
-    method.to(device)
-    params = list(model.parameters()) + list(method.parameters())
-    optimizer = make_optimizer(params, settings)
-    scheduler = make_scheduler(optimizer, settings)
-    gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
-    epochs, batch_size = settings["epochs"], settings["batch_size"]
-
-    config = {**run_config, "dataset": dataset.name, "n_train": int(dataset.train_targets.shape[0]),
-              "settings": settings, "seed": seed, "world_size": world_size}
-    if checkpoint_path is not None:  # what made the checkpoint: resuming with another teacher or data is refused
-        config.update(dataset_fingerprint=dataset_fingerprint(dataset), teacher_fingerprint=module_fingerprint(teacher))
-    config = json.dumps(config, sort_keys=True)
-    history, start_epoch = [], 0
-    if resume and checkpoint_path.exists():
-        state = _load_checkpoint(checkpoint_path, config, device)
-        try:  # a file of the right run but the wrong structure, keys or shapes: the same clear error
-            model.load_state_dict(state["model"])
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            aug_gen.set_state(state["aug_generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            history, start_epoch = _history_from_lists(state["history"]), int(state["epoch"])
-            if not 0 <= start_epoch <= epochs or len(history) != start_epoch:
-                raise ValueError(f"epoch {start_epoch} with {len(history)} history rows")
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
-            detail = " ".join(str(error).split())  # one line (load_state_dict lists its errors on several)
-            raise ValueError(f"checkpoint {checkpoint_path} cannot be read ({type(error).__name__}: {detail}); "
-                             "delete it or pass resume=False to start again") from None
-
-    forward_model = model
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        device_ids = [device.index] if device.type == "cuda" else None
-        forward_model = DistributedDataParallel(model, device_ids=device_ids)
-    if compile:
-        forward_model = torch.compile(forward_model)
-
-    train_images, train_targets = dataset.train_images, dataset.train_targets
-    n_train = train_targets.shape[0]
-    augment = settings.get("augment", "dataset")  # students: always "dataset" (the training protocol)
-    if augment == "dataset":
-        augment = "crop_flip" if dataset.augment else "none"
-    cached_teacher_logits = None
-    if teacher is not None:
-        teacher_was_training = teacher.training
-        teacher.eval()
-        if reuse_teacher_logits and augment == "none" and start_epoch < epochs:
-            cached_teacher_logits = predict(teacher, train_images)
-            check_model_logits(cached_teacher_logits, dataset.num_classes, "teacher")
-
-    from tqdm.auto import tqdm  # a widget in Jupyter, a text bar in a terminal
-    bar = tqdm(range(start_epoch + 1, epochs + 1), desc=description, initial=start_epoch, total=epochs,
-               disable=not progress or rank != 0, unit="epoch")
-    try:
-        for epoch in bar:
-            start_time = time.perf_counter()
-            model.train()
-            lr = optimizer.param_groups[0]["lr"]
-            sums, seen, correct = {}, 0, 0
-            temperature_sum, temperature_count = 0.0, 0
-            temperature_min, temperature_max = math.inf, -math.inf
-
-            perm = torch.randperm(n_train, generator=gen)
-            local_batch = batch_size
-            if world_size > 1:
-                # Every rank draws the same permutation; pad it by wrapping around to a multiple of the
-                # world size and take every world_size-th index, so all ranks take the same number of
-                # equally sized steps. Each local batch holds batch_size / world_size images, so the
-                # global batch and the number of steps match a single-process run.
-                padded = -(-n_train // world_size) * world_size
-                perm = torch.cat([perm, perm[:padded - n_train]])[rank::world_size]
-                local_batch = -(-batch_size // world_size)
-            perm = perm.to(device)
-
-            for start in range(0, perm.shape[0], local_batch):
-                index = perm[start:start + local_batch]
-                images, targets = train_images[index], train_targets[index]
-                if augment == "crop_flip":
-                    images = augment_batch(images, generator=aug_gen)
-                elif augment == "shift":
-                    images = _shift_batch(images, generator=aug_gen)
-                images = _memory_format(images, model)
-                if teacher is None:
-                    teacher_logits = None
-                elif cached_teacher_logits is not None:
-                    teacher_logits = cached_teacher_logits[index]
-                else:
-                    with torch.inference_mode(), autocast(device):
-                        teacher_logits = teacher(images).float()
-                    teacher_logits = teacher_logits.clone()
-                with autocast(device):
-                    student_logits = forward_model(images)
-                student_logits = student_logits.float()
-                if epoch == start_epoch + 1 and start == 0:
-                    check_logits(student_logits, "student output", num_classes=dataset.num_classes)
-                elif not bool(torch.isfinite(student_logits).all()):
-                    names = ", ".join(repr(t) for t in getattr(method, "term_names", ("loss",)))
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}: the model's logits became non-finite, so the loss "
-                        f"terms ({names}) are NaN; try a smaller learning rate than lr={settings['lr']:g}",
-                        epoch=epoch, term="logits", history=pd.DataFrame(history))
-                terms = method(student_logits, teacher_logits, targets, epoch)
-                loss = sum(terms.values())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if world_size > 1:
-                    _average_gradients(method.parameters(), world_size)
-                optimizer.step()
-
-                count = targets.shape[0]
-                seen += count
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + value.detach() * count
-                sums["loss"] = sums.get("loss", 0.0) + loss.detach() * count
-                correct += (student_logits.detach().argmax(dim=1) == targets).sum()
-                temperatures = getattr(method, "last_temperatures", None)
-                if temperatures is not None:
-                    temperatures = temperatures.detach().float().flatten()
-                    temperature_sum += temperatures.sum()
-                    temperature_count += temperatures.numel()
-                    temperature_min = torch.minimum(torch.as_tensor(temperature_min, device=device),
-                                                    temperatures.min())
-                    temperature_max = torch.maximum(torch.as_tensor(temperature_max, device=device),
-                                                    temperatures.max())
-
-            if scheduler is not None:
-                scheduler.step()
-            if world_size > 1:
-                _broadcast_buffers(model)
-
-            names = list(sums)
-            wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-            totals = torch.stack([torch.as_tensor(sums[k], device=device).to(wide) for k in names]
-                                 + [torch.as_tensor(v, device=device).to(wide)
-                                    for v in (seen, correct, temperature_sum, temperature_count)])
-            extremes = torch.tensor([-float(temperature_min), float(temperature_max)], dtype=wide,
-                                    device=device)
-            if world_size > 1:
-                import torch.distributed as dist
-                dist.all_reduce(totals)
-                dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-            totals = totals.tolist()
-            seen_total, correct_total, t_sum, t_count = totals[len(names):]
-            row = {"epoch": epoch}
-            row.update({k: totals[i] / seen_total for i, k in enumerate(names) if k != "loss"})
-            row["loss"] = totals[names.index("loss")] / seen_total
-            row["train_acc"] = 100.0 * correct_total / seen_total
-            row.update(_test_metrics(model, dataset))
-            row["lr"] = lr
-            row["seconds"] = time.perf_counter() - start_time
-            if t_count > 0:
-                row["temperature_mean"] = t_sum / t_count
-                row["temperature_min"] = -extremes[0].item()
-                row["temperature_max"] = extremes[1].item()
-            history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.2f}")
-            term = diverged_term(row, names)
-            if term is not None:
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}: the loss term {term!r} became non-finite "
-                    f"({row.get(term)}); try a smaller learning rate than lr={settings['lr']:g}",
-                    epoch=epoch, term=term, history=pd.DataFrame(history))
-
-            if checkpoint_path is not None and rank == 0:
-                atomic_save({
-                    "config": config, "epoch": epoch, "history": history,
-                    "model": model.state_dict(), "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "generator": gen.get_state(), "aug_generator": aug_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                }, checkpoint_path)
-    finally:
-        bar.close()
-        if teacher is not None:
-            teacher.train(teacher_was_training)
-
+        rank, world_size = _init_distributed(device)
+        method.to(device)
+        students = OneStudent(model, settings, device, extra_params=method.parameters(), compile=compile,
+                              world_size=world_size)
+        augment = settings.get("augment", "dataset")  # students: always "dataset" (the training protocol)
+        if augment == "dataset":
+            augment = "crop_flip" if dataset.augment else "none"
+        batches = Batches(dataset, teacher, [seed], [0], device, augment=augment, rank=rank, world_size=world_size)
+        checkpoint = None
+        if checkpoint_dir is not None:  # what made the checkpoint: resuming with another teacher or data is refused
+            config = {**run_config, "dataset": dataset.name, "n_train": int(dataset.train_targets.shape[0]),
+                      "settings": settings, "seed": seed, "world_size": world_size,
+                      "dataset_fingerprint": dataset_fingerprint(dataset),
+                      "teacher_fingerprint": module_fingerprint(teacher)}
+            checkpoint = {"path": Path(checkpoint_dir) / "checkpoint.pt", "resume": resume,
+                          "config": json.dumps(config, sort_keys=True)}
+        cached = TeacherLogits(teacher, dataset) if reuse_teacher_logits and augment == "none" else None
+        [history] = fit(students, [method], batches, dataset, settings, teacher=teacher, teacher_logits=cached,
+                        strict=True, checkpoint=checkpoint, description=description, progress=progress,
+                        world_size=world_size)
     model.eval()
     frame = pd.DataFrame(history)
     frame.attrs["cached"] = False
     return model, frame
 
 
-def _shift_batch(images, generator, max_shift=2):
-    """Move every image by a random (dy, dx) in [-max_shift, max_shift]^2, filling with the background.
-
-    Written as padding + a random crop: (B, C, H, W) -> pad by max_shift with each image's corner value
-    (the normalised background of a digit) -> gather the (H, W) window starting at the drawn offsets.
-    Offsets come from the CPU ``generator``: ``randint(0, 2 * max_shift + 1, (B, 2))``.
-    """
-    batch, _, height, width = images.shape
-    offsets = torch.randint(0, 2 * max_shift + 1, (batch, 2), generator=generator).to(images.device)
-    background = images[:, :, :1, :1]
-    padded = background.expand(-1, -1, height + 2 * max_shift, width + 2 * max_shift).clone()
-    padded[:, :, max_shift:max_shift + height, max_shift:max_shift + width] = images
-    rows = (offsets[:, :1] + torch.arange(height, device=images.device))[:, None, :, None]
-    cols = (offsets[:, 1:] + torch.arange(width, device=images.device))[:, None, None, :]
-    batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
-    channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-    return padded[batch_index, channel_index, rows, cols]
-
-
-def _test_metrics(model, dataset):
-    """test_acc (percent, as ``evaluate``), test_nll (nats) and test_ece (percent) from one pass over the test set."""
-    logits = predict(model, dataset.test_images)
-    targets = dataset.test_targets.to(logits.device)
-    metrics = {"test_acc": _accuracy(logits, targets)}
-    metrics.update({f"test_{name}": value for name, value in calibration(logits, targets).items()})
-    return metrics
-
-
 def _accuracy(logits, targets):
     return 100.0 * (logits.argmax(dim=1) == targets).sum().item() / targets.shape[0]
-
-
-def _has_conv(model):
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def _memory_format(images, model):
-    """channels_last inputs for convolutional models on CUDA (faster tensor-core kernels)."""
-    if images.is_cuda and images.dim() == 4 and _has_conv(model):
-        return images.contiguous(memory_format=torch.channels_last)
-    return images
-
-
-def _model_device(model):
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -642,22 +344,6 @@ def _all_ranks_agree(flag, device):
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item() == 1.0)
-
-
-def _average_gradients(params, world_size):
-    """DDP averages the model's gradients; the method's own parameters (CTKD's τ) are averaged here."""
-    import torch.distributed as dist
-    for param in params:
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad /= world_size
-
-
-def _broadcast_buffers(model):
-    """BatchNorm running statistics end the epoch as rank 0's, so all ranks hold identical models."""
-    import torch.distributed as dist
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -750,43 +436,6 @@ def _load_shipped_teacher(key, model, device):
     frame.attrs["cache_path"] = None
     frame.attrs["source"] = "shipped"
     return frame
-
-
-def _load_checkpoint(path, config, device):
-    def unreadable(why):
-        return ValueError(f"checkpoint {path} cannot be read ({why}); delete it or pass resume=False to start again")
-
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise unreadable(f"{type(error).__name__}: {error}") from error
-    if not isinstance(state, dict):
-        raise unreadable(f"it holds a {type(state).__name__}, not a checkpoint dict")
-    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
-    if missing:
-        raise unreadable(f"it lacks {missing}")
-    try:
-        old = json.loads(state["config"])
-        if not isinstance(old, dict):
-            raise TypeError("not a dict")
-    except (TypeError, ValueError) as error:
-        raise unreadable(f"its config is not a JSON dict: {error}") from None
-    if state["config"] != config:
-        new = json.loads(config)
-        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        made_by = [k for k in ("teacher_fingerprint", "dataset_fingerprint") if k in differing]
-        if made_by:
-            what = " and ".join({"teacher_fingerprint": "another teacher",
-                                 "dataset_fingerprint": "other training data"}[k] for k in made_by)
-            raise ValueError(f"checkpoint {path} was made with {what} (its fingerprint differs); finishing it "
-                             "with these would mix two runs: use another checkpoint_dir or resume=False")
-        raise ValueError(f"checkpoint {path} belongs to a different run (differs in {differing}); use "
-                         "another checkpoint_dir or resume=False")
-    return state
-
-
-_CHECKPOINT_KEYS = ("config", "epoch", "history", "model", "method", "optimizer", "scheduler", "generator",
-                    "aug_generator", "torch_rng")
 
 
 def _check_checkpoint_arguments(checkpoint_dir, resume):

@@ -268,3 +268,24 @@ def test_normkd_recipe_is_the_official_config():
     assert list(terms) == ["ce", "normkd"]
     torch.testing.assert_close(terms["ce"], 0.1 * F.cross_entropy(student, targets))
     torch.testing.assert_close(terms["normkd"], 0.9 * normkd_loss(student, teacher, 3.0))
+
+
+def test_unregister_method_removes_an_added_method_and_restores_a_replaced_built_in():
+    import kdlab
+
+    def doubled_ce(student_logits, teacher_logits, targets, epoch, ce_weight):
+        return {"ce": 2 * ce_weight * kdlab.losses.cross_entropy(student_logits, targets)}
+
+    kdlab.register_method("doubled_ce", doubled_ce, {"ce_weight": 1.0}, needs_teacher=False)
+    assert "doubled_ce" in kdlab.list_methods()
+    kdlab.unregister_method("doubled_ce")
+    assert "doubled_ce" not in kdlab.list_methods()
+    with pytest.raises(ValueError, match="name must be a registered method"):
+        kdlab.unregister_method("doubled_ce")
+    with pytest.raises(ValueError, match="'kd' is a built-in method"):
+        kdlab.unregister_method("kd")
+    built_in = get_method("ce").terms
+    kdlab.register_method("ce", doubled_ce, {"ce_weight": 1.0}, needs_teacher=False)
+    assert get_method("ce").terms is doubled_ce
+    kdlab.unregister_method("ce")
+    assert get_method("ce").terms is built_in and kdlab.list_methods()["ce"] == {"ce_weight": 1.0}

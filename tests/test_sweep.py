@@ -18,6 +18,7 @@ from kdlab.train import distill
 
 matplotlib.use("Agg")
 sweep_module = importlib.import_module("kdlab.sweeps")
+loop_module = importlib.import_module("kdlab.loop")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -96,8 +97,8 @@ def test_batched_terms_equal_method_terms(name, overrides):
     teacher_logits = 3 * torch.randn(count, batch, classes, generator=generator)
     targets = torch.randint(0, classes, (count, batch), generator=generator)
     methods = [get_method(name, **o) for o in overrides]
-    assert sweep_module._BatchedTerms.supports(methods)
-    batched = sweep_module._BatchedTerms(methods, torch.device("cpu"))
+    assert loop_module.BatchedTerms.supports(methods)
+    batched = loop_module.BatchedTerms(methods, torch.device("cpu"))
     leaf = student_logits.clone().requires_grad_()
     stacked = batched(leaf, teacher_logits, targets, 2)
     sum(stacked.values()).sum().backward()
@@ -427,10 +428,10 @@ def test_stacked_mlp_equals_each_student(shared_input, bias):
     params, buffers = stack_module_state(students)
     # Without a shared input: students 0 and 1 see stream 0 (one seed), student 2 sees stream 1.
     streams = [0, 0, 1]
-    runs = sweep_module._stream_runs(streams)
+    runs = loop_module.stream_runs(streams)
     assert runs == [(0, 2, 0), (2, 3, 1)]
-    model = sweep_module._batched_forward(students[0], shared_input, runs)
-    assert isinstance(model, sweep_module._StackedMLP)
+    model = loop_module.batched_forward(students[0], shared_input, runs)
+    assert isinstance(model, loop_module.StackedMLP)
     images = torch.randn(4, 3, 2, 2) if shared_input else [torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)]
     upstream = torch.randn(3, 4, 3)
 
@@ -462,8 +463,8 @@ def test_registered_method_is_listed_and_batched_and_equals_distill(transfer, te
         assert get_method("squared_logits").term_names == ("ce", "match")
         calls = _count_group_calls(monkeypatch)
         batched = []
-        original = sweep_module._BatchedTerms.__call__
-        monkeypatch.setattr(sweep_module._BatchedTerms, "__call__",
+        original = loop_module.BatchedTerms.__call__
+        monkeypatch.setattr(loop_module.BatchedTerms, "__call__",
                             lambda self, *args: batched.append(1) or original(self, *args))
         frame, students = kdlab.sweep(teacher, transfer, student="mlp16", method="squared_logits",
                                       grid={"temperature": [1.0, 4.0], "match_weight": [0.5, 2.0]}, epochs=2,
@@ -478,7 +479,8 @@ def test_registered_method_is_listed_and_batched_and_equals_distill(transfer, te
             assert _relative_weight_difference(students[int(row["config"])], alone) < 1e-4
             assert row["match"] == pytest.approx(history["match"].iloc[-1], rel=1e-4)
     finally:
-        kdlab.methods._REGISTRY.pop("squared_logits", None)
+        kdlab.unregister_method("squared_logits")
+    assert "squared_logits" not in kdlab.list_methods()
 
 
 def test_register_method_rejects_bad_input():

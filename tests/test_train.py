@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import kdlab.common as common
+import kdlab.loop as loop
 import kdlab.train as train
 from kdlab.data import load_dataset
 from kdlab.models import create_model
@@ -230,7 +231,7 @@ def test_augmented_data_run_the_teacher_on_every_batch_deterministically(small, 
 def test_shift_augmentation_moves_digits_without_mirroring(small):
     images = small.train_images[:64]
     generator = torch.Generator().manual_seed(0)
-    shifted = train._shift_batch(images, generator, max_shift=2)
+    shifted = loop.shift_batch(images, generator, max_shift=2)
     offsets = torch.randint(0, 5, (64, 2), generator=torch.Generator().manual_seed(0)) - 2
     for image, moved, (dy, dx) in zip(images, shifted, offsets.tolist()):
         # MNIST digits sit inside the central 20x20 box, so a 2-pixel move loses nothing:
@@ -454,7 +455,7 @@ def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, m
     kwargs = dict(method="ctkd", epochs=4, schedule=[2, 3], progress=False)
     reference, reference_history = distill(teacher, small, **kwargs)
 
-    real_evaluate, calls = train._test_metrics, []
+    real_evaluate, calls = loop._test_metrics, []
 
     def interrupt_in_epoch_3(*args, **kw):
         calls.append(1)
@@ -462,10 +463,10 @@ def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, m
             raise KeyboardInterrupt
         return real_evaluate(*args, **kw)
 
-    monkeypatch.setattr(train, "_test_metrics", interrupt_in_epoch_3)
+    monkeypatch.setattr(loop, "_test_metrics", interrupt_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         distill(teacher, small, checkpoint_dir=tmp_path, **kwargs)
-    monkeypatch.setattr(train, "_test_metrics", real_evaluate)
+    monkeypatch.setattr(loop, "_test_metrics", real_evaluate)
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert kept["epoch"] == 2  # the last finished epoch survives the interruption
 
@@ -476,7 +477,7 @@ def test_interrupted_run_resumes_to_the_same_student(small, teacher, tmp_path, m
 
 def test_resuming_a_finished_run_returns_at_once(small, teacher, tmp_path, monkeypatch):
     student, history = distill(teacher, small, epochs=2, checkpoint_dir=tmp_path, progress=False)
-    monkeypatch.setattr(train, "_test_metrics", lambda *a, **k: pytest.fail("a finished run was trained"))
+    monkeypatch.setattr(loop, "_test_metrics", lambda *a, **k: pytest.fail("a finished run was trained"))
     again, history_again = distill(teacher, small, epochs=2, checkpoint_dir=tmp_path, resume=True,
                                    progress=False)
     assert _same_weights(student, again)
