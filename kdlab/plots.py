@@ -38,6 +38,7 @@ __all__ = [
     "plot_comparison",
     "temperature_choice",
     "step_curves",
+    "outside_legend",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -133,6 +134,22 @@ def _axes_row(count, axes=None, figsize=None, sharey=False):
 
     _, grid = plt.subplots(1, count, figsize=figsize, sharey=sharey, layout="constrained", squeeze=False)
     return list(grid[0])
+
+
+def outside_legend(ax, title=None, **kwargs):
+    """Draw ``ax``'s legend to the right of the axes, where it cannot cover data; returns the Legend.
+
+    For figures whose legend would otherwise sit over curves or error bars (kdlab's own plots already put
+    theirs outside). ``title`` titles the legend; ``kwargs`` go to ``Axes.legend`` (e.g. ``fontsize``).
+    Use ``layout="constrained"`` on the figure so that the legend is given room.
+    """
+    if not isinstance(ax, matplotlib.axes.Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        raise ValueError("ax has no labelled artists to put in a legend (draw with label=... first)")
+    options = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False, **kwargs}
+    return ax.legend(handles, labels, title=title, **options)
 
 
 def _array(values, name, ndim=None):
