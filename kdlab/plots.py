@@ -725,7 +725,8 @@ def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
                         capsize=2, label=f"epoch {epoch}", linewidth=1.8 if last else 1.2)
             best = stats["mean"].idxmax()
             ax.plot([best], [stats.loc[best, "mean"]], "*", color=line_color, markersize=12,
-                    markeredgecolor="black", markeredgewidth=0.5)
+                    markeredgecolor="black", markeredgewidth=0.5,
+                    label="highest mean over T" if last and ax is axes[-1] else None)
         values = np.sort(rows["temperature"].unique())
         ax.set_xscale("log")
         ax.set_xticks(values, [f"{v:g}" for v in values])
@@ -733,7 +734,7 @@ def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
         ax.set_title(f"{optimizer}, batch {batch_size}")
         ax.set_xlabel("temperature T")
     axes[0].set_ylabel({"test_acc": "test accuracy [%]"}.get(y, y))
-    axes[-1].legend(fontsize=8)
+    outside_legend(axes[-1], "mean ± 1 sd", fontsize=8)  # beside the last panel, over no data
     return axes[0].figure
 
 
