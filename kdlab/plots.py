@@ -38,6 +38,7 @@ __all__ = [
     "plot_comparison",
     "temperature_choice",
     "step_curves",
+    "outside_legend",
 ]
 
 # Okabe-Ito colour-blind-safe palette; one fixed colour per method so figures can be compared.
@@ -133,6 +134,22 @@ def _axes_row(count, axes=None, figsize=None, sharey=False):
 
     _, grid = plt.subplots(1, count, figsize=figsize, sharey=sharey, layout="constrained", squeeze=False)
     return list(grid[0])
+
+
+def outside_legend(ax, title=None, **kwargs):
+    """Draw ``ax``'s legend to the right of the axes, where it cannot cover data; returns the Legend.
+
+    For figures whose legend would otherwise sit over curves or error bars (kdlab's own plots already put
+    theirs outside). ``title`` titles the legend; ``kwargs`` go to ``Axes.legend`` (e.g. ``fontsize``).
+    Use ``layout="constrained"`` on the figure so that the legend is given room.
+    """
+    if not isinstance(ax, matplotlib.axes.Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        raise ValueError("ax has no labelled artists to put in a legend (draw with label=... first)")
+    options = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False, **kwargs}
+    return ax.legend(handles, labels, title=title, **options)
 
 
 def _array(values, name, ndim=None):
@@ -712,7 +729,8 @@ def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
                         capsize=2, label=f"epoch {epoch}", linewidth=1.8 if last else 1.2)
             best = stats["mean"].idxmax()
             ax.plot([best], [stats.loc[best, "mean"]], "*", color=line_color, markersize=12,
-                    markeredgecolor="black", markeredgewidth=0.5)
+                    markeredgecolor="black", markeredgewidth=0.5,
+                    label="highest mean over T" if last and ax is axes[-1] else None)
         values = np.sort(rows["temperature"].unique())
         ax.set_xscale("log")
         ax.set_xticks(values, [f"{v:g}" for v in values])
@@ -720,7 +738,7 @@ def temperature_by_training_length(df, epochs, y="test_acc", axes=None):
         ax.set_title(f"{optimizer}, batch {batch_size}")
         ax.set_xlabel("temperature T")
     axes[0].set_ylabel({"test_acc": "test accuracy [%]"}.get(y, y))
-    axes[-1].legend(fontsize=8)
+    outside_legend(axes[-1], "mean ± 1 sd", fontsize=8)  # beside the last panel, over no data
     return axes[0].figure
 
 

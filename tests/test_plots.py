@@ -183,3 +183,26 @@ def test_step_curves_one_line_per_run_and_legend_outside():
     assert ax.get_legend()._bbox_to_anchor is not None
     with pytest.raises(ValueError, match="lr"):
         plots.step_curves(frame.drop(columns="lr"), y="update_norm")
+
+
+def test_outside_legend_lies_right_of_the_axes_and_keeps_the_labels():
+    import matplotlib.pyplot as plt
+    import kdlab.plots as plots
+    figure, ax = plt.subplots(layout="constrained")
+    ax.plot([0, 1], [0, 1], label="kd")
+    ax.plot([0, 1], [1, 0], label="ttm")
+    ax.legend(loc="lower left")  # an inside legend is replaced
+    legend = plots.outside_legend(ax, "method")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    box, frame = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert ax.get_legend() is legend and box.x0 >= frame.x1  # wholly to the right: over no data
+    assert [text.get_text() for text in legend.get_texts()] == ["kd", "ttm"]
+    assert legend.get_title().get_text() == "method"
+    empty = plt.subplots()[1]
+    empty.plot([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="labelled"):
+        plots.outside_legend(empty)
+    with pytest.raises(TypeError, match="ax"):
+        plots.outside_legend("not an axes")
+    plt.close("all")

@@ -59,6 +59,11 @@ def test_temperature_by_training_length_one_panel_per_setting_and_a_line_per_epo
     np.testing.assert_allclose(np.asarray(lines[1].get_ydata(), dtype=float), [80.5, 85.5])
     stars = [line for line in ax.lines if line.get_marker() == "*"]
     assert [float(star.get_xdata()[0]) for star in stars][-1] == 4.0  # the best T at epoch 3
+    legend = fig.axes[-1].get_legend()
+    assert sorted(text.get_text() for text in legend.get_texts()) == ["epoch 1", "epoch 3", "highest mean over T"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= fig.axes[-1].get_window_extent(renderer).x1  # over no data
     with pytest.raises(ValueError, match="epochs must be epochs present"):
         plots.temperature_by_training_length(frame, epochs=[7])
     with pytest.raises(ValueError, match="'optimizer'"):
