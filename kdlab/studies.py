@@ -1070,7 +1070,7 @@ def conclude_entropy(results: pd.DataFrame, confidence: float = 0.95) -> Verdict
     claim = "the tempered teacher gives the student more than a label-smoothing target of the same entropy"
     table = compare(results, by="target", baseline="label_smoothing", within=["temperature"], confidence=confidence)
     split = _split(table)
-    text = (f"teacher minus label smoothing: "
+    text = ("teacher minus label smoothing: "
             + "; ".join(f"T = {r.temperature:g} {_interval(r._asdict())}" for r in table.itertuples())
             + f". The teacher is better at T = {_temps(split['better'])}, worse at {_temps(split['worse'])}, "
               f"inconclusive at {_temps(split['inconclusive'])}.")

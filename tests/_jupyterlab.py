@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 import urllib.error
