@@ -260,14 +260,7 @@ class Dataset:
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= total:
             raise ValueError(f"size must be an int in 1..{total} (training images of the kept classes), got {size!r}")
 
-        per_class = _largest_remainder(available, size)
-        generator = torch.Generator().manual_seed(seed)
-        chosen = []
-        for label in range(self.num_classes):
-            if per_class[label] > 0:
-                members = torch.nonzero(targets == label).flatten()
-                chosen.append(members[torch.randperm(len(members), generator=generator)[: per_class[label]]])
-        index = torch.cat(chosen).sort().values
+        index = _stratified_index(targets, available, size, seed)
 
         description = f"size={size}" + (f", exclude={list(excluded)}" if excluded else "") + f", seed={seed}"
         if len(index) == len(targets):
@@ -279,6 +272,37 @@ class Dataset:
             self, name=f"{self.name}/transfer({description})",
             train_images=train_images, train_targets=train_targets,
         )
+
+    def split_validation(self, size: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Hold ``size`` training images out for choosing hyper-parameters: returns ``(training, validation)``.
+
+        The held-out images are a seeded sample stratified by class (every class in proportion to its share),
+        never a slice: kdlab's mnist10k stores its training digits sorted by class, so the last rows are all
+        7s, 8s and 9s. ``training`` keeps the other training images and the real test split. ``validation``
+        has the same training images, and the held-out images as its *test* split, so a student trained on
+        it reports validation accuracy where it would report test accuracy. Draw a transfer set from
+        ``training`` (``training.transfer_set(...)``) to keep it apart from the validation images.
+
+        Args:
+            size: images to hold out, 1..(training images - 1).
+            seed: seeds a private ``torch.Generator``; the same seed gives the same split.
+        """
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        targets = self.train_targets.cpu()
+        total = len(targets)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size < total:
+            raise ValueError(f"size must be an int in 1..{total - 1} (training images minus one), got {size!r}")
+        held = _stratified_index(targets, torch.bincount(targets, minlength=self.num_classes), size, seed)
+        keep = torch.ones(total, dtype=torch.bool)
+        keep[held] = False
+        device = self.train_images.device
+        held, kept = held.to(device), torch.nonzero(keep).flatten().to(device)
+        training = dataclasses.replace(self, name=f"{self.name}/training(held out {size}, seed={seed})",
+                                       train_images=self.train_images[kept], train_targets=self.train_targets[kept])
+        validation = dataclasses.replace(training, name=f"{self.name}/validation({size}, seed={seed})",
+                                         test_images=self.train_images[held], test_targets=self.train_targets[held])
+        return training, validation
 
 
 def load_dataset(
@@ -424,6 +448,18 @@ def _parse_classes(exclude_classes: Iterable[int | str] | int | str, classes: li
         else:
             raise TypeError(f"exclude_classes must be class indices or names, got {item!r}")
     return tuple(sorted(parsed))
+
+
+def _stratified_index(targets: torch.Tensor, available: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``size`` rows of ``targets``, per class in proportion to ``available`` (seeded)."""
+    per_class = _largest_remainder(available, size)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in range(len(available)):
+        if per_class[label] > 0:
+            members = torch.nonzero(targets == label).flatten()
+            chosen.append(members[torch.randperm(len(members), generator=generator)[: per_class[label]]])
+    return torch.cat(chosen).sort().values
 
 
 def _largest_remainder(counts: torch.Tensor, size: int) -> list[int]:

@@ -192,6 +192,37 @@ def test_transfer_set_is_a_stratified_seeded_subset_sharing_the_test_split(mnist
     assert subset.name == "mnist10k/transfer(size=1000, seed=0)"
 
 
+def test_split_validation_holds_out_every_class_disjoint_from_training(mnist10k):
+    ds = mnist10k
+    # the stored training digits are sorted by class: a slice of the last rows would hold only 7s, 8s, 9s
+    assert set(ds.train_targets[6000:].tolist()) < set(range(10))
+    training, validation = ds.split_validation(2000, seed=0)
+    assert len(training.train_targets) == 6000 and len(validation.test_targets) == 2000
+    assert torch.equal(validation.train_images, training.train_images)
+    assert training.test_images is ds.test_images                 # the real test split stays with training
+    counts = torch.bincount(ds.train_targets, minlength=10)
+    held = torch.bincount(validation.test_targets, minlength=10)
+    assert torch.all(held > 0) and torch.all((held - counts * 2000 / 8000).abs() < 1)
+    assert torch.equal(torch.bincount(training.train_targets, minlength=10) + held, counts)
+    # disjoint and complete: the two parts are a permutation of the training split
+    projection = torch.randn(784, dtype=torch.float64)
+    keys = lambda images: (images.flatten(1).double() @ projection)
+    together = torch.cat([keys(training.train_images), keys(validation.test_images)]).sort().values
+    assert torch.allclose(together, keys(ds.train_images).sort().values)
+    assert torch.equal(ds.split_validation(2000, seed=0)[1].test_images, validation.test_images)
+    assert not torch.equal(ds.split_validation(2000, seed=1)[1].test_images, validation.test_images)
+    transfer = training.transfer_set(1000, seed=0)
+    assert set(transfer.train_targets.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("size, seed, error, message", [
+    (0, 0, ValueError, "size must be an int in 1..7999"), (8000, 0, ValueError, "size"),
+    (2.5, 0, ValueError, "size"), (True, 0, ValueError, "size"), (10, "0", TypeError, "seed must be an int")])
+def test_split_validation_bad_input(mnist10k, size, seed, error, message):
+    with pytest.raises(error, match=message):
+        mnist10k.split_validation(size, seed=seed)
+
+
 def test_transfer_set_leaves_out_classes_like_hintons_omitted_digit(mnist10k):
     ds = mnist10k
     without_3 = ds.transfer_set(exclude_classes=[3])
