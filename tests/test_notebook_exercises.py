@@ -1,7 +1,7 @@
 """The notebooks' exercises and predict-then-check questions, run the way an instructor runs them.
 
-nbval (``make notebooks``) runs the notebooks as committed: every exercise unanswered, reported "not
-attempted", no errors. Here each notebook is executed with the solutions switch on
+The book build in tests/test_book.py runs the notebooks as committed (as does nbval, ``make notebooks``):
+every exercise unanswered, reported "not attempted", no errors. Here each notebook is executed with the solutions switch on
 (``KDLAB_EXERCISE_SOLUTIONS=1``): every exercise cell is then checked with its worked solution and must pass,
 and every predict-then-check cell must report (a prediction cannot be filled in: "not attempted").
 """
