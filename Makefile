@@ -1,6 +1,8 @@
 # kdlab — two commands do all the set-up on a fresh machine:
 #   make lab    opens the tutorials in JupyterLab (extra arguments: make lab LAB_ARGS="--port 9999 --no-browser")
-#   make test   runs every test (unit tests, the widget tests against ipywidgets 7.7.1, then every notebook)
+#   make test   runs every test: the unit tests (every notebook run with the exercise solutions switch on),
+#               the browser pass (the book built from a clean copy, which runs every notebook as committed, and
+#               the JupyterLab, Voila and book pages in Chromium), then the widget tests against ipywidgets 7.7.1
 # Both create .venv on first use and reinstall only when pyproject.toml changes. `make lab` installs what the
 # tutorials need (kdlab[lab]); `make test` adds the test tools (kdlab[lab,test]).
 
@@ -53,18 +55,24 @@ $(WIDGETS7_STAMP): $(TEST_STAMP)
 lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab $(strip $(ALLOW_ROOT) $(LAB_ARGS)) notebooks/
 
-test: unit widgets7 notebooks
+# Every notebook runs twice in make test, once per mode: with the solutions switch on in the unit pass
+# (tests/test_notebook_exercises.py), and as committed in the browser pass, where tests/test_book.py builds the
+# book (a cell error fails the build) and checks that no cell raised -- what `make notebooks` (nbval) checks,
+# so make test does not run the notebooks a third time through nbval.
+test: unit widgets7
 
-# The browser test runs last, so it finds the teacher the other tests already trained and cached.
+# The browser pass runs second, so it finds the teacher the unit tests already trained and cached.
+# --durations: the slowest tests are listed in every log, to see where CI's time goes.
 unit: $(TEST_STAMP)
-	$(PY) -m pytest tests -m "not browser"
-	$(PY) -m pytest tests -m browser
+	$(PY) -m pytest tests -m "not browser" --durations=25
+	$(PY) -m pytest tests -m browser --durations=10
 
 widgets7: $(WIDGETS7_STAMP)
 	$(WIDGETS7)/bin/python -c "import ipywidgets; assert ipywidgets.__version__ == '7.7.1', ipywidgets.__version__"
 	$(WIDGETS7)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning \
 	    $(wildcard tests/test_widgets*.py)
 
+# nbval on every notebook as committed (make test makes the same check on the book build's run, see above).
 notebooks: $(TEST_STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 

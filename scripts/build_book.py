@@ -100,7 +100,7 @@ def _execute(path: str, env: dict[str, str], timeout: int) -> tuple[str, float]:
     """Execute the notebook at ``path`` in place (in the staging folder); return (path, seconds)."""
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     started = time.monotonic()
     notebook = nbformat.read(path, as_version=4)
@@ -108,8 +108,9 @@ def _execute(path: str, env: dict[str, str], timeout: int) -> tuple[str, float]:
                             resources={"metadata": {"path": str(Path(path).parent)}})
     try:
         client.execute(env=env)
-    except CellExecutionError as error:
-        raise RuntimeError(f"{Path(path).name}: a cell failed while building the book:\n{error}") from None
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:  # a timeout too names the notebook
+        raise RuntimeError(f"{Path(path).name}: a cell failed while building the book "
+                           f"({type(error).__name__}):\n{error}") from None
     nbformat.write(notebook, path)
     return path, time.monotonic() - started
 

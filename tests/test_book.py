@@ -1,10 +1,18 @@
 """The course website (``make book``): built from a clean copy of the checkout with the network cut off, then
 read as files (figures, maths, links, API, sliders) and as pages in headless Chromium.
 
-The build runs once per module (in make test's browser pass, see ``pytestmark``) (``scripts/build_book.py`` executes every notebook, so it takes minutes) in a
-temporary copy of the files git tracks, under ``unshare -rn`` (a network namespace with only loopback) when
-the machine allows it, else with a ``sitecustomize`` that refuses every non-loopback connection in the build
-and its kernels. The teacher comes from ``$KDLAB_CACHE`` (``make test`` trains it in the unit tests).
+The build runs once per module (in make test's browser pass, see ``pytestmark``; ``scripts/build_book.py``
+executes every notebook, so it takes minutes) in a temporary copy of the files git tracks, under
+``unshare -rn`` (a network namespace with only loopback) when the machine allows it, else with a
+``sitecustomize`` that refuses every non-loopback connection in the build and its kernels. The teacher comes
+from ``$KDLAB_CACHE`` (``make test`` trains it in the unit tests).
+
+This build is also ``make test``'s run of every notebook as a student meets it (the solutions switch off):
+the notebooks are executed once here instead of a second time through nbval, and
+``test_every_notebook_runs_as_committed_without_an_error`` makes nbval's assertion (no cell raises) on the
+executed notebooks, plus the student-mode one (every exercise and prediction reports "not attempted").
+``make notebooks`` still runs nbval on its own. That a cell error fails the build is tested in the unit pass
+(``tests/test_book_build.py``). The solutions-switch run is ``tests/test_notebook_exercises.py``.
 """
 from __future__ import annotations
 
@@ -23,9 +31,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from _browser import Budget, launch_chromium, require_browser
+from kdlab import exercises
 
 # The whole module runs in make test's browser pass (``-m browser``): its file checks and its Chromium test share
 # one build of the book, which would otherwise be made twice (once per pytest run of ``make unit``).
@@ -99,7 +109,8 @@ def _clean_copy(destination: Path) -> None:
 
 @pytest.fixture(scope="module")
 def site():
-    """Build the book once from a clean copy without network; yields (site, build log, how it was cut off, copy)."""
+    """Build the book once from a clean copy without network; yields (site, build log, how it was cut off, copy,
+    the staging folder with the executed notebooks)."""
     with tempfile.TemporaryDirectory(prefix="kdlab-book-") as directory:
         work = Path(directory)
         clone = work / "clone"
@@ -110,6 +121,7 @@ def site():
         env["KDLAB_CACHE"] = os.environ.get("KDLAB_CACHE") or str(work / "cache")
         env["PYTHONPATH"] = str(clone)
         env.pop("MPLBACKEND", None)
+        env.pop(exercises.SOLUTIONS_ENV, None)  # the notebooks as a student runs them
         command = [sys.executable, str(clone / "scripts" / "build_book.py"), "--out", str(out),
                    "--source", str(work / "src")]
         if _network_namespace_works():
@@ -128,7 +140,7 @@ def site():
         took = time.monotonic() - started
         assert result.returncode == 0, f"the book did not build ({how}), exit {result.returncode}:\n{log[-6000:]}"
         print(f"book built in {took:.0f} s without network ({how})\n{result.stdout[-1500:]}")
-        yield out, log, how, clone
+        yield out, log, how, clone, work / "src"
 
 
 class _Page(html.parser.HTMLParser):
@@ -181,8 +193,37 @@ def _local_target(page_path: Path, url: str) -> tuple[Path, str] | None:
     return target, parts.fragment
 
 
+RESULT = re.compile(r"^\[(passed|failed|not attempted)\] (.+?): ", re.M)
+
+
+def test_every_notebook_runs_as_committed_without_an_error(site):
+    """nbval's check (``--nbval-lax``: no cell raises), made on the book's execution of every notebook, and
+    the student-mode check: with the solutions switch off every exercise and prediction is "not attempted"."""
+    _, log, _, _, staged = site
+    for notebook in NOTEBOOKS:
+        assert re.search(rf"^book: executed {re.escape(notebook.name)} in \d+ s$", log, re.M), (
+            f"{notebook.name} was not executed by the build")
+        executed = nbformat.read(staged / "notebooks" / notebook.name, as_version=4)
+        code = [cell for cell in executed.cells if cell.cell_type == "code" and cell.source.strip()]
+        not_run = [index for index, cell in enumerate(code) if not cell.get("execution_count")]
+        assert code and not not_run, f"{notebook.name}: code cells that did not run: {not_run}"
+        errors = [(index, output.get("ename"), output.get("evalue"))
+                  for index, cell in enumerate(executed.cells) for output in cell.get("outputs", [])
+                  if output.get("output_type") == "error"]
+        assert not errors, f"{notebook.name}: cells that raised: {errors}"
+        texts = [output.get("text", "") if output.get("output_type") == "stream"
+                 else output.get("data", {}).get("text/plain", "")
+                 for cell in code for output in cell.get("outputs", [])]
+        reports = [match.groups() for text in texts for match in RESULT.finditer(text)]
+        checked = [(status, name) for status, name in reports
+                   if name in exercises.names() or name.startswith("prediction · ")]
+        assert checked, f"{notebook.name}: no exercise or prediction reported"
+        assert all(status == "not attempted" for status, _ in checked), (
+            f"{notebook.name}: with the solutions switch off, reports other than 'not attempted': {checked}")
+
+
 def test_every_notebook_has_a_page_with_figures_and_maths(site):
-    out, _, _, source = site
+    out, _, _, source, _ = site
     assert NOTEBOOKS, "no notebooks in notebooks/"
     mathjax = out / "_static" / "mathjax" / "tex-mml-chtml.js"
     assert mathjax.is_file() and mathjax.stat().st_size > 100_000, f"MathJax is not in the site: {mathjax}"
@@ -206,7 +247,7 @@ def test_every_notebook_has_a_page_with_figures_and_maths(site):
 
 
 def test_internal_links_resolve_and_nothing_loads_from_the_network(site):
-    out, _, _, source = site
+    out, _, _, source, _ = site
     pages = sorted(path for path in out.rglob("*.html") if "_static" not in path.relative_to(out).parts)
     assert len(pages) >= len(NOTEBOOKS) + 2
     broken, external = [], []
@@ -233,7 +274,7 @@ def test_internal_links_resolve_and_nothing_loads_from_the_network(site):
 
 
 def test_front_page_is_the_readme_and_links_every_page(site):
-    out, _, _, source = site
+    out, _, _, source, _ = site
     index = _parse(out / "index.html")
     text = " ".join("".join(index.text).split())
     readme_title = (source / "README.md").read_text().splitlines()[0].lstrip("# ").strip()
@@ -249,7 +290,7 @@ def test_front_page_is_the_readme_and_links_every_page(site):
 
 
 def test_api_page_documents_every_public_name_with_its_docstring(site):
-    out, _, _, source = site
+    out, _, _, source, _ = site
     import kdlab
 
     api = _parse(out / "api.html")
@@ -265,7 +306,7 @@ def test_api_page_documents_every_public_name_with_its_docstring(site):
 
 
 def test_sliders_become_their_default_figure_with_a_note_and_links(site):
-    out, log, _, _ = site
+    out, log, _, _, _ = site
     for stem in WITH_SLIDERS:
         path = out / "notebooks" / f"{stem}.html"
         source = path.read_text(encoding="utf-8")
@@ -284,7 +325,7 @@ def test_sliders_become_their_default_figure_with_a_note_and_links(site):
 @pytest.fixture(scope="module")
 def served(site):
     """The site on a loopback HTTP server (a thread of this process), shut down after the module."""
-    out, _, _, source = site
+    out, _, _, source, _ = site
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
 
     class Quiet(handler.func):

@@ -1,7 +1,7 @@
 """The tutorials as a student meets them: JupyterLab in headless Chromium, widgets and all.
 
-nbval proves that the cells execute; this test proves that the sliders render in JupyterLab and that the
-figures follow them. One JupyterLab server (from this environment, on 127.0.0.1 with a random token,
+The book build (tests/test_book.py) proves that the cells execute; this test proves that the sliders render
+in JupyterLab and that the figures follow them. One JupyterLab server (from this environment, on 127.0.0.1 with a random token,
 serving a temporary copy of ``notebooks/``) and one Chromium serve all notebooks. Each notebook gets its own
 tab, where the test runs all cells from the Run menu, waits for the named slider, drags its handle with the
 mouse and asserts that the figure it drives is redrawn (PNG before != PNG after, once it has settled) and
