@@ -31,8 +31,11 @@ DEFAULT_SECONDS = 90.0
 BUDGET_MB = 1536.0
 
 
-def run_one(path: Path) -> dict:
-    """Execute one notebook in this process's kernel child; return seconds and the kernel's peak RSS."""
+def run_one(path: Path, keep: Path | None = None) -> dict:
+    """Execute one notebook in this process's kernel child; return seconds and the kernel's peak RSS.
+
+    With ``keep`` (a directory), the executed notebook is also written there, to read its outputs.
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -43,18 +46,24 @@ def run_one(path: Path) -> dict:
         start = time.perf_counter()
         client.execute()
         seconds = time.perf_counter() - start
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        target = keep / path.name
+        nbformat.write(notebook, str(target) + ".tmp")
+        os.replace(str(target) + ".tmp", target)          # atomic: a stopped run leaves no half-written file
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     # ru_maxrss is in kilobytes on Linux; CPU seconds (user + system) of the kernel are reported as well,
     # since they depend much less than wall time on what else the machine is running.
     return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024, "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
-def measure(path: Path) -> dict:
+def measure(path: Path, keep: Path | None = None) -> dict:
     """Run ``--one path`` in a child process with a cold cache and 2 threads."""
     with tempfile.TemporaryDirectory(prefix="kdlab-cold-cache-") as cache:
         env = dict(os.environ, KDLAB_CACHE=cache, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
                    PYTHONUNBUFFERED="1")
-        done = subprocess.run([sys.executable, __file__, "--one", str(path)], env=env, cwd=ROOT,
+        done = subprocess.run([sys.executable, __file__, "--one", str(path),
+                               *(["--keep", str(keep)] if keep else [])], env=env, cwd=ROOT,
                               capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["failed"]}
@@ -65,18 +74,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", type=Path, help="also write the executed notebooks into this directory")
     parser.add_argument("--strict", action="store_true", help="exit with 1 when a notebook is over budget")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one)))
+        print(json.dumps(run_one(args.one, args.keep)))
         return 0
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        parser.error(f"notebooks: no such file: {', '.join(missing)}")
+    print("load average (1, 5, 15 min) at the start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"{'notebook':<40} {'seconds':>8} {'budget':>7} {'cpu s':>7} {'peak MB':>8} {'budget':>7}  status",
           flush=True)
     over = False
     for path in paths:
         budget = BUDGET_SECONDS.get(path.name[:2], DEFAULT_SECONDS)
-        result = measure(path)
+        result = measure(path, args.keep)
         if "error" in result:
             over = True
             print(f"{path.name:<40} {'-':>8} {budget:>7.0f} {'-':>7} {'-':>8} {BUDGET_MB:>7.0f}  "
@@ -86,6 +100,7 @@ def main(argv=None) -> int:
         over |= not ok
         print(f"{path.name:<40} {result['seconds']:>8.1f} {budget:>7.0f} {result['cpu_seconds']:>7.1f} "
               f"{result['peak_mb']:>8.0f} {BUDGET_MB:>7.0f}  {'ok' if ok else 'OVER BUDGET'}", flush=True)
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 1 if (over and args.strict) else 0
 
 
