@@ -455,11 +455,19 @@ class StackedMLP:
         return hidden
 
     def _first_layer(self, streams, weight, bias):
-        _, out_features, in_features = weight.shape
+        students, out_features, in_features = weight.shape
+        # One split into the runs' pieces, not a slice per run: autograd's backward of a slice writes its
+        # gradient into a zero tensor the size of the whole weight, once per run, which cost most of a sweep's
+        # time when seeds alternate (dozens of runs); the backward of one split is a single concatenation.
+        sizes = [(students if stop is None else stop) - start for start, stop, _ in self.runs]
+        if sum(sizes) != students or any(start != sum(sizes[:i]) for i, (start, _, _) in enumerate(self.runs)):
+            raise ValueError(f"runs must cover the {students} students in order, got {self.runs}")
+        weights = weight.split(sizes)
+        biases = bias.split(sizes) if bias is not None else [None] * len(sizes)
         outputs = []
-        for start, stop, stream in self.runs:
-            w = weight[start:stop].reshape(-1, in_features).t()
-            out = streams[stream] @ w if bias is None else torch.addmm(bias[start:stop].reshape(-1), streams[stream], w)
+        for (_, _, stream), piece, piece_bias in zip(self.runs, weights, biases):
+            w = piece.reshape(-1, in_features).t()
+            out = streams[stream] @ w if piece_bias is None else torch.addmm(piece_bias.reshape(-1), streams[stream], w)
             outputs.append(out.view(out.shape[0], -1, out_features))
         return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)).transpose(0, 1)
 
