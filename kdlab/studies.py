@@ -907,7 +907,7 @@ def best_temperature(results: pd.DataFrame, metric: str = "test_acc", epoch="las
 
 
 def _temps(values) -> str:
-    return "{" + ", ".join(f"{t:g}" for t in values) + "}" if values else "{}"
+    return "{" + ", ".join(f"{t:g}" for t in values) + "}" if values else "none"
 
 
 def _interval(row, unit="points") -> str:
@@ -1116,9 +1116,10 @@ def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: s
 
     For each setting: the temperature with the highest mean, and ``kdlab.compare`` of every temperature
     against it, paired by seed. Supported when the best temperatures differ and, in every setting, the other
-    settings' best temperatures are worse than its own; contradicted when every setting has the same best
-    temperature and some other temperature is worse than it in every setting (a real peak, in the same
-    place); inconclusive otherwise.
+    settings' best temperatures are worse than its own; contradicted when our seeds locate the same peak in
+    every setting: the same best temperature, the same set of temperatures not worse than it, and some
+    temperature worse than it (a real peak, in the same place); inconclusive otherwise (for instance the same
+    highest mean, but a temperature tied with it in one setting and worse in another).
     """
     bests, tables, parts = {}, [], []
     for value, rows in results.groupby(column, sort=False):
@@ -1133,7 +1134,8 @@ def conclude_best_temperature_shift(results: pd.DataFrame, column: str, claim: s
     best_values = {b[0] for b in bests.values()}
     if len(best_values) == 1:
         peaked = all(b[2] is not None and (b[2]["verdict"] == "worse").any() for b in bests.values())
-        agrees = False if peaked else None
+        same_ties = len({tuple(b[1]) for b in bests.values()}) == 1
+        agrees = False if peaked and same_ties else None
     else:
         separated = all(other[0] not in mine[1] for mine in bests.values() for other in bests.values()
                         if other[0] != mine[0])

@@ -443,6 +443,17 @@ def test_conclude_best_temperature_shift():
     same = frame.copy()
     same.loc[(same["teacher"] == "finetuned") & (same["temperature"] == 1.0), "test_acc"] += 10
     assert conclude_best_temperature_shift(same, "teacher", "x").agrees is False
+    # The same highest mean, but T = 8 is tied with it for one teacher and worse for the other: the peaks are
+    # not located in the same place, so no contradiction either.
+    rows = []
+    for seed, noise in enumerate(_NOISE):
+        wobble = 0.2 * (-1) ** seed
+        rows += [("scratch", 1.0, seed, 1, 90 + noise), ("scratch", 8.0, seed, 1, 85 + noise + wobble),
+                 ("finetuned", 1.0, seed, 1, 88 + noise), ("finetuned", 8.0, seed, 1, 87.9 + noise + 5 * wobble)]
+    ties_differ = _frame(rows, ["teacher", "temperature"])
+    verdict = conclude_best_temperature_shift(ties_differ, "teacher", "x")
+    assert verdict.agrees is None
+    assert "not worse than it: {1}" in verdict.text and "not worse than it: {1, 8}" in verdict.text
     # Different best temperatures but within the paired noise: inconclusive.
     close = frame.copy()
     close.loc[(close["teacher"] == "finetuned") & (close["temperature"] == 1.0), "test_acc"] += 3.9
