@@ -462,8 +462,11 @@ class StackedMLP:
         sizes = [(students if stop is None else stop) - start for start, stop, _ in self.runs]
         if sum(sizes) != students or any(start != sum(sizes[:i]) for i, (start, _, _) in enumerate(self.runs)):
             raise ValueError(f"runs must cover the {students} students in order, got {self.runs}")
-        weights = weight.split(sizes)
-        biases = bias.split(sizes) if bias is not None else [None] * len(sizes)
+        if len(sizes) == 1:  # one run (one seed): the weight itself, no split whose backward copies it
+            weights, biases = [weight], [bias]
+        else:
+            weights = weight.split(sizes)
+            biases = bias.split(sizes) if bias is not None else [None] * len(sizes)
         outputs = []
         for (_, _, stream), piece, piece_bias in zip(self.runs, weights, biases):
             w = piece.reshape(-1, in_features).t()
