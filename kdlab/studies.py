@@ -907,7 +907,8 @@ def best_temperature(results: pd.DataFrame, metric: str = "test_acc", epoch="las
 
 
 def _temps(values) -> str:
-    return "{" + ", ".join(f"{t:g}" for t in values) + "}" if values else "none"
+    """'T = {4, 8}', or 'no T' for an empty set: the phrase reads the same in every verdict sentence."""
+    return "T = {" + ", ".join(f"{t:g}" for t in values) + "}" if values else "no T"
 
 
 def _interval(row, unit="points") -> str:
@@ -1050,7 +1051,7 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
         split = _split(sub)
         parts.append(f"batch {batch_size}: highest mean at epoch {early_epoch} T = {best_early:g}, at epoch "
                      f"{last_epoch} T = {best_final:g}; gain from epoch {early_epoch} to {last_epoch} vs T = "
-                     f"{smallest:g}: larger at T = {_temps(split['better'])}, smaller at {_temps(split['worse'])}, "
+                     f"{smallest:g}: larger at {_temps(split['better'])}, smaller at {_temps(split['worse'])}, "
                      f"inconclusive at {_temps(split['inconclusive'])}")
     verdicts = list(table["verdict"])
     agrees = True if "better" in verdicts and "worse" not in verdicts else (
@@ -1072,7 +1073,7 @@ def conclude_entropy(results: pd.DataFrame, confidence: float = 0.95) -> Verdict
     split = _split(table)
     text = ("teacher minus label smoothing: "
             + "; ".join(f"T = {r.temperature:g} {_interval(r._asdict())}" for r in table.itertuples())
-            + f". The teacher is better at T = {_temps(split['better'])}, worse at {_temps(split['worse'])}, "
+            + f". The teacher is better at {_temps(split['better'])}, worse at {_temps(split['worse'])}, "
               f"inconclusive at {_temps(split['inconclusive'])}.")
     agrees = True if split["better"] and not split["worse"] else (False if split["worse"] and not split["better"] else None)
     return Verdict(claim, agrees, text, source="ours", table=table)
@@ -1104,7 +1105,7 @@ def conclude_relational(results: pd.DataFrame, ablations=None, confidence: float
         split = _split(rows)
         hurts.append(bool(split["worse"]))
         helps.append(bool(split["better"]))
-        parts.append(f"{ablation}: worse than the full teacher at T = {_temps(split['worse'])}, better at "
+        parts.append(f"{ablation}: worse than the full teacher at {_temps(split['worse'])}, better at "
                      f"{_temps(split['better'])}, inconclusive at {_temps(split['inconclusive'])}")
     agrees = True if all(hurts) and not any(helps) else (False if not any(hurts) and any(helps) else None)
     return Verdict(claim, agrees, "; ".join(parts) + ".", source="ours", table=table)

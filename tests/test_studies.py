@@ -395,6 +395,7 @@ def test_conclude_training_length_compares_the_gains_of_larger_temperatures():
     frame = pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
     verdict = conclude_training_length(frame, early_epoch=1)
     assert verdict.agrees is True and "highest mean at epoch 1 T = 1, at epoch 5 T = 8" in verdict.text
+    assert "larger at T = {8}, smaller at no T, inconclusive at no T" in verdict.text  # empty sets read "no T"
     flipped = frame.assign(epoch=frame["epoch"].map({1: 5, 5: 1}))
     assert conclude_training_length(flipped, early_epoch=1).agrees is False
     noisy = frame.assign(test_acc=frame["test_acc"] + 20 * frame["seed"] * (frame["temperature"] == 8.0)
@@ -409,7 +410,7 @@ def test_conclude_entropy_and_relational_are_our_hypotheses():
         rows += [("teacher", 2.0, seed, 1, 85 + noise + wobble), ("label_smoothing", 2.0, seed, 1, 80 + noise),
                  ("teacher", 8.0, seed, 1, 82 + noise + wobble), ("label_smoothing", 8.0, seed, 1, 82.0 + noise)]
     verdict = conclude_entropy(_frame(rows, ["target", "temperature"]))
-    assert verdict.agrees is True and "better at T = {2}" in verdict.text and "inconclusive at {8}" in verdict.text
+    assert verdict.agrees is True and "better at T = {2}" in verdict.text and "inconclusive at T = {8}" in verdict.text
     assert verdict.source == "ours" and "Our hypothesis" in str(verdict) and "SUPPORTED" in str(verdict)
     assert "paper claims" not in str(verdict).lower()
 
@@ -453,7 +454,7 @@ def test_conclude_best_temperature_shift():
     ties_differ = _frame(rows, ["teacher", "temperature"])
     verdict = conclude_best_temperature_shift(ties_differ, "teacher", "x")
     assert verdict.agrees is None
-    assert "not worse than it: {1}" in verdict.text and "not worse than it: {1, 8}" in verdict.text
+    assert "not worse than it: T = {1}" in verdict.text and "not worse than it: T = {1, 8}" in verdict.text
     # Different best temperatures but within the paired noise: inconclusive.
     close = frame.copy()
     close.loc[(close["teacher"] == "finetuned") & (close["temperature"] == 1.0), "test_acc"] += 3.9
