@@ -408,7 +408,7 @@ STUDY_SETTINGS = {
         "seeds": (0, 1, 2, 3, 4),
         "epochs": 10,
         "methods": ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd"),
-        # TTM's CIFAR weight beta = 100 makes SGD diverge at our learning rate (an MLP has no BatchNorm to
+        # TTM's CIFAR weight beta = 100 makes SGD diverge at our learning rate (our guess, unmeasured: an MLP has no BatchNorm to
         # absorb it): beta = 3, WTTM's default, as for WTTM.
         "method_overrides": {"ttm": {"beta": 3.0}},
         # The methods carry different loss weights (KD 0.1 CE + 0.9 T^2 KL, TTM 1 CE + 3 KL, ...), so one

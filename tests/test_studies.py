@@ -688,3 +688,58 @@ def test_cli_study_writes_the_csv_the_notebook_loads(tmp_path, monkeypatch):
     assert config["device"] == "cpu" and "torch" in config["versions"]
     with pytest.raises(SystemExit):
         main(["study", "nonsense"])
+
+
+def _cifar_shaped_study_files(folder):
+    """The six study files 'kdlab study all --dataset cifar100' writes, with the CIFAR-100 grids of STUDY_SETTINGS
+    (temperatures up to 32, rates 0.025-0.1, batch sizes 64/256, top5 ablations), few epochs, random accuracies."""
+    import numpy as np
+
+    s = study_settings("cifar100", training_epochs=4, early_epoch=2)
+    rng = np.random.default_rng(0)
+    base = dict(dataset="cifar100", student=s["student"], method="kd", optimizer="sgd", lr=0.05, batch_size=64,
+                weight_decay=5e-4, momentum=0.9, schedule="step")
+
+    def runs(name, configs, epochs=2, **extra):
+        rows = [{**base, "study": name, "config": c, **cfg, "seed": seed, "epoch": e, "epochs": epochs,
+                 "test_acc": 60 + 5 * e + rng.normal(0, 1)}
+                for c, cfg in enumerate(configs) for seed in s["seeds"] for e in range(1, epochs + 1)]
+        pd.DataFrame(rows).assign(**extra).to_csv(folder / f"{name}.csv", index=False)
+
+    temps, k = s["temperatures"], s["top_k"]
+    runs("methods", [dict(method=m, temperature=t, lr=lr) for m in s["methods"] for t in temps for lr in s["method_lrs"]])
+    runs("training", [dict(optimizer=o, batch_size=b, lr=lr, temperature=t) for o in s["optimizers"]
+                      for b in s["batch_sizes"] for lr in s["optimizer_lrs"][o] for t in temps],
+         epochs=s["training_epochs"], early_epoch=s["early_epoch"])
+    runs("entropy", [dict(target=g, temperature=t, teacher_entropy=0.1 * t, smoothing=0.01 * t)
+                     for g in ("teacher", "label_smoothing") for t in temps])
+    runs("relational", [dict(ablation=a, temperature=t) for t in temps
+                        for a in ("none", "shuffle", f"top{k} truncated", "flatten", f"top{k} + flat tail")])
+    runs("origin", [dict(teacher=w, temperature=t, teacher_acc=78.0) for w in ("scratch", "pretrained+finetuned")
+                    for t in temps])
+    runs("granularity", [dict(task=w, temperature=t, teacher_acc=80.0) for w in ("fine (100 classes)", "coarse (20 groups)")
+                         for t in temps])
+
+
+@pytest.mark.slow
+def test_notebook_05_recomputes_every_verdict_from_cifar100_study_files(tmp_path, monkeypatch):
+    """Notebook 05's promise: with kdlab study's CIFAR-100 files in $KDLAB_STUDY_DIR it loads them (no training)
+    and reads the grids (recipe rate 0.05, temperatures to 32, top5) from them, instead of mnist10k's."""
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    _cifar_shaped_study_files(tmp_path)
+    monkeypatch.setenv("KDLAB_STUDY_DIR", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "05_revisiting_temperature.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                     for output in cell.get("outputs", []))
+    for name in ("methods", "training", "entropy", "relational", "origin", "granularity"):
+        assert f"results {tmp_path / (name + '.csv')}" in text
+    assert "computed here" not in text
+    assert "every method at lr 0.05" in text and "top5 + flat tail" in text and "T = 32" in text
+    assert "teachers as trained by kdlab study" in text
