@@ -65,12 +65,14 @@ __all__ = [
     "run_study",
     "study_results",
     "STUDY_COLUMNS",
+    "scale_of",
     # summaries and verdicts
     "SOURCES",
     "Verdict",
     "summarize",
     "summary_table",
     "at_best_lr",
+    "lr_edge_note",
     "best_temperature",
     "conclude_methods",
     "conclude_optimizers",
@@ -406,7 +408,7 @@ STUDY_SETTINGS = {
         "seeds": (0, 1, 2, 3, 4),
         "epochs": 10,
         "methods": ("kd", "ttm", "wttm", "dtkd", "lskd", "dkd"),
-        # TTM's CIFAR weight beta = 100 makes SGD diverge at our learning rate (an MLP has no BatchNorm to
+        # TTM's CIFAR weight beta = 100 makes SGD diverge at our learning rate (our guess, unmeasured: an MLP has no BatchNorm to
         # absorb it): beta = 3, WTTM's default, as for WTTM.
         "method_overrides": {"ttm": {"beta": 3.0}},
         # The methods carry different loss weights (KD 0.1 CE + 0.9 T^2 KL, TTM 1 CE + 3 KL, ...), so one
@@ -776,8 +778,11 @@ SOURCES = {
     "summary": "Claim attributed to Frank & Davis by a third-party summary (not verified against the paper; "
                "see papers.md)",
     "ours": "Our hypothesis (kdlab's own experiment, not a claim of the paper)",
+    "contrast": "Our contrast (a summarised claim tested where the summary does not make it; not a claim of "
+                "the paper or of the summary)",
 }
-"""Where a verdict's claim comes from: a (third-party, unverified) summary of the paper, or kdlab itself."""
+"""Where a verdict's claim comes from: a (third-party, unverified) summary of the paper, kdlab itself, or
+kdlab's contrast (a summarised claim applied to a setting the summary says nothing about)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -801,13 +806,16 @@ class Verdict:
 
     @property
     def label(self) -> str:
-        """The verdict in words: agrees / does not agree (a summarised claim), supported / contradicted (ours)."""
+        """The verdict in words: agrees / does not agree (a summarised claim), supported / contradicted (ours),
+        holds / does not hold (our contrast)."""
         if self.source == "ours":
             return {True: "supported", False: "contradicted", None: "inconclusive"}[self.agrees]
+        if self.source == "contrast":
+            return {True: "holds", False: "does not hold", None: "inconclusive"}[self.agrees]
         return {True: "agrees", False: "does not agree", None: "inconclusive"}[self.agrees]
 
     def __str__(self) -> str:
-        head = "Verdict" if self.source == "summary" else "Outcome"
+        head = {"summary": "Verdict", "ours": "Outcome", "contrast": "Result"}[self.source]
         return (f"{SOURCES[self.source]}: {self.claim}\nOur numbers: {self.text}\n"
                 f"{head}: {self.label.upper()} (with our set-up, paired by seed, 95 % t intervals).")
 
@@ -932,7 +940,55 @@ def _per_seed(results, by, value, epoch="last", metric="test_acc"):
     return pd.DataFrame(rows)
 
 
-def conclude_methods(results: pd.DataFrame, reference: str = "kd", confidence: float = 0.95) -> Verdict:
+def lr_edge_note(choice: pd.DataFrame, results: pd.DataFrame) -> str:
+    """A sentence naming the groups whose chosen learning rate (``at_best_lr``'s ``choice``) is the largest or
+    the smallest rate of the grid it was chosen from (the rates of ``results`` for that group); "" when none.
+
+    A best rate at an edge of the grid means that a rate outside it, not tried, might do better still.
+    """
+    by = [c for c in choice.columns if c not in ("lr", "mean")]
+    edges = {"largest": [], "smallest": []}
+    grids = set()
+    for row in choice.itertuples(index=False):
+        row = row._asdict()
+        mask = pd.Series(True, index=results.index)
+        for column in by:
+            mask &= results[column] == row[column]
+        grid = sorted(results.loc[mask, "lr"].unique().tolist())
+        if len(grid) < 2:
+            continue
+        grids.add(tuple(grid))
+        label = "/".join(str(_plain(row[c])) for c in by)
+        if math.isclose(row["lr"], grid[-1]):
+            edges["largest"].append(f"{label} ({row['lr']:g})")
+        elif math.isclose(row["lr"], grid[0]):
+            edges["smallest"].append(f"{label} ({row['lr']:g})")
+    pieces = [f"at the grid's {edge} rate: {', '.join(names)}" for edge, names in edges.items() if names]
+    if not pieces:
+        return ""
+    grid_text = "; ".join("{" + ", ".join(f"{r:g}" for r in grid) + "}" for grid in sorted(grids))
+    return (f"best learning rate ({'/'.join(by)}) " + "; ".join(pieces) + f" (grid {grid_text}): a rate outside "
+            "the grid, not tried here, might do better still"
+            + ("; with two rates every choice is at an edge." if all(len(g) == 2 for g in grids) else "."))
+
+
+def scale_of(results: pd.DataFrame) -> str:
+    """The key of ``STUDY_SETTINGS`` a study's results were run at: from the "dataset" column that ``kdlab
+    study`` writes ("cifar..." -> "cifar100"), else from the "student" column (the scale whose student it is).
+    ValueError when neither tells."""
+    if "dataset" in results.columns and results["dataset"].nunique() == 1:
+        return "cifar100" if str(results["dataset"].iloc[0]).startswith("cifar") else "mnist10k"
+    if "student" in results.columns and results["student"].nunique() == 1:
+        student = results["student"].iloc[0]
+        for scale, settings in STUDY_SETTINGS.items():
+            if settings["student"] == student:
+                return scale
+    raise ValueError("results must have one 'dataset' (as 'kdlab study' writes) or one 'student' of "
+                     f"STUDY_SETTINGS ({ {k: v['student'] for k, v in STUDY_SETTINGS.items()} })")
+
+
+def conclude_methods(results: pd.DataFrame, reference: str = "kd", confidence: float = 0.95,
+                     lr_grid=None) -> Verdict:
     """Study 1. Summarised claim: a shared fixed temperature with KL (``reference``) is the most robust to the
     choice of temperature, and no method consistently beats it.
 
@@ -942,6 +998,10 @@ def conclude_methods(results: pd.DataFrame, reference: str = "kd", confidence: f
     reference's. Does not agree when some method consistently beats the reference or has a better worst
     case; agrees when every other method's worst case is worse than the reference's and none beats it;
     inconclusive otherwise.
+
+    ``lr_grid`` (the learning rates the methods were chosen from, ``at_best_lr``): when the verdict rests on
+    runs at an edge of that grid (the reference's rate when it does not agree, the other methods' when it
+    agrees), the text says so: a rate outside the grid, not tried, might change the comparison.
     """
     from kdlab.stats import compare
 
@@ -966,6 +1026,18 @@ def conclude_methods(results: pd.DataFrame, reference: str = "kd", confidence: f
                if len(wins) else f"No (method, T) cell is better than {reference} at the same T."))
     others = set(robust["method"])
     agrees = False if (beaters or more_robust) else (True if others and set(less_robust) == others else None)
+    if lr_grid is not None and agrees is not None:
+        grid = sorted(set(_as_lr_tuple(lr_grid, "lr_grid")))
+        rates = results.groupby("method")["lr"].first() if "lr" in results.columns else pd.Series(dtype=float)
+        edge = {m: ("largest" if math.isclose(r, grid[-1]) else "smallest") for m, r in rates.items()
+                if len(grid) > 1 and (math.isclose(r, grid[-1]) or math.isclose(r, grid[0]))}
+        concerned = [reference] if agrees is False else sorted(others)
+        at_edge = [m for m in concerned if m in edge]
+        if at_edge:
+            grid_text = ", ".join(f"{r:g}" for r in grid)
+            text += (" Caveat: this rests on " + ", ".join(f"{m} at the grid's {edge[m]} rate ({rates[m]:g})"
+                                                          for m in at_edge)
+                     + f" (grid {grid_text}); a rate outside the grid, not tried here, might change it.")
     table = pd.concat([per_t.assign(comparison="at the same T"),
                        robust.assign(temperature=math.nan, comparison="worst case over T")], ignore_index=True)
     return Verdict(claim, agrees, text, source="summary", table=table)
@@ -977,9 +1049,10 @@ def conclude_optimizers(results: pd.DataFrame, confidence: float = 0.95) -> Verd
     ``results`` holds one learning rate per (optimizer, batch size) (``at_best_lr``). Sensitivity to T of one
     seed = its accuracy at the temperature with the highest mean minus its accuracy at the temperature with
     the lowest mean (both chosen per optimizer and batch size), at the final epoch. ``kdlab.compare`` pairs
-    AdamW's sensitivity with SGD's by seed, per batch size (lower is better). Agrees when AdamW is less
-    sensitive for some batch size and more sensitive for none; does not agree in the mirror case;
-    inconclusive otherwise.
+    AdamW's sensitivity with SGD's by seed, per batch size (lower is better). The claim is general, so it is
+    judged at every batch size: it agrees at a batch size where AdamW is less sensitive and does not agree
+    where AdamW is more sensitive. Agrees overall only when it agrees at every batch size; does not agree when
+    it does not agree at some batch size; inconclusive otherwise (the text says at which batch sizes it agrees).
     """
     from kdlab.stats import compare
 
@@ -1000,36 +1073,42 @@ def conclude_optimizers(results: pd.DataFrame, confidence: float = 0.95) -> Verd
     frame = pd.DataFrame(rows)
     table = compare(frame, by="optimizer", baseline="sgd", metric="sensitivity", within=["batch_size"],
                     epoch="last", confidence=confidence, higher_is_better=False)
-    parts = []
+    parts, outcome = [], {}
     for row in table.itertuples():
         sub = frame[frame["batch_size"] == row.batch_size]
         span = {o: sub[sub["optimizer"] == o].iloc[0] for o in ("sgd", "adamw")}
+        outcome[_plain(row.batch_size)] = {"better": True, "worse": False}.get(row.verdict)
         parts.append(f"batch {row.batch_size}: best-minus-worst T costs AdamW {row.mean:.2f} points "
                      f"(T {span['adamw'].best_t:g} vs {span['adamw'].worst_t:g}) and SGD {row.baseline_mean:.2f} "
                      f"(T {span['sgd'].best_t:g} vs {span['sgd'].worst_t:g}); AdamW minus SGD "
                      f"{_interval(row._asdict())}: AdamW {'less sensitive' if row.verdict == 'better' else ('more sensitive' if row.verdict == 'worse' else 'inconclusive')}")
-    verdicts = list(table["verdict"])
-    agrees = True if "better" in verdicts and "worse" not in verdicts else (
-        False if "worse" in verdicts and "better" not in verdicts else None)
-    return Verdict(claim, agrees, "; ".join(parts) + ".", source="summary", table=table)
+    agrees, by_batch = _by_batch_size(outcome, "summary")
+    return Verdict(claim, agrees, "; ".join(parts) + f". By batch size: {by_batch}.", source="summary", table=table)
 
 
 def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer: str = "sgd",
                              confidence: float = 0.95) -> Verdict:
     """Study 3. Summarised claim: with SGD, small temperatures are best early in training and larger ones later.
 
-    Small T best early and larger T best later means that larger temperatures gain more from the extra
-    epochs. Per (batch size, T, seed): gain = accuracy at the final epoch minus accuracy at ``early_epoch``;
-    ``kdlab.compare`` pairs each T's gain with the smallest T's gain by seed. Agrees when some larger T gains
-    more and none gains less; does not agree in the mirror case; inconclusive otherwise. The text also gives
-    the temperature with the highest mean at each of the two epochs (a description, not a test).
+    Judged per batch size, every part through ``kdlab.compare`` against the smallest T, paired by seed:
+    (early) no larger T is better than the smallest T at ``early_epoch``; (later) some larger T is better
+    than it at the final epoch; (shift) larger temperatures gain more from the extra epochs: per (T, seed),
+    gain = final accuracy minus accuracy at ``early_epoch``, some larger T's gain is larger than the smallest
+    T's and none is smaller. The claim agrees at a batch size when all three hold; does not agree there when
+    a larger T is better early, or some larger T gains less and none gains more; inconclusive otherwise.
+    Overall: agrees only when it agrees at every batch size; does not agree when it does not agree at some
+    batch size; inconclusive otherwise. The text also gives the temperature with the highest mean at each of
+    the two epochs (a description, not a test). ``optimizer`` other than "sgd" gives our contrast (source
+    "contrast"): the summary makes this claim for SGD only.
     """
     from kdlab.stats import compare
 
     name = {"sgd": "SGD", "adamw": "AdamW"}.get(optimizer, optimizer)
     claim = f"with {name}, small temperatures are best early in training and larger ones later"
+    source = "summary"
     if optimizer != "sgd":
-        claim = f"(for contrast; the summary says this for SGD) {claim}"
+        claim = f"{claim} (the summary says this for SGD only)"
+        source = "contrast"
     rows = results[results["optimizer"] == optimizer]
     if rows.empty:
         raise ValueError(f"results must contain optimizer {optimizer!r}")
@@ -1042,21 +1121,53 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     smallest = float(gain["temperature"].min())
     table = compare(gain, by="temperature", baseline=smallest, metric="gain", within=["batch_size"], epoch="last",
                     confidence=confidence)
-    parts = []
+    at_early = compare(rows, by="temperature", baseline=smallest, within=["batch_size"], epoch=early_epoch,
+                       confidence=confidence)
+    at_final = compare(rows, by="temperature", baseline=smallest, within=["batch_size"], epoch="last",
+                       confidence=confidence)
+    parts, outcome = [], {}
     last_epoch = int(rows["epoch"].max())
+    words = {True: Verdict("", True, "", source).label, False: Verdict("", False, "", source).label,
+             None: "inconclusive"}
     for batch_size, sub in table.groupby("batch_size"):
         group = rows[rows["batch_size"] == batch_size]
         best_early = summarize(group, "temperature", epoch=early_epoch).set_index("temperature")["mean"].idxmax()
         best_final = summarize(group, "temperature").set_index("temperature")["mean"].idxmax()
         split = _split(sub)
+        beats_early = _split(at_early[at_early["batch_size"] == batch_size])["better"]
+        beats_final = _split(at_final[at_final["batch_size"] == batch_size])["better"]
+        if not beats_early and beats_final and split["better"] and not split["worse"]:
+            result = True
+        elif beats_early or (split["worse"] and not split["better"]):
+            result = False
+        else:
+            result = None
+        outcome[_plain(batch_size)] = result
         parts.append(f"batch {batch_size}: highest mean at epoch {early_epoch} T = {best_early:g}, at epoch "
-                     f"{last_epoch} T = {best_final:g}; gain from epoch {early_epoch} to {last_epoch} vs T = "
-                     f"{smallest:g}: larger at {_temps(split['better'])}, smaller at {_temps(split['worse'])}, "
-                     f"inconclusive at {_temps(split['inconclusive'])}")
-    verdicts = list(table["verdict"])
-    agrees = True if "better" in verdicts and "worse" not in verdicts else (
-        False if "worse" in verdicts and "better" not in verdicts else None)
-    return Verdict(claim, agrees, "; ".join(parts) + ".", source="summary", table=table)
+                     f"{last_epoch} T = {best_final:g}; better than T = {smallest:g} at epoch {early_epoch}: "
+                     f"{_temps(beats_early)}, at epoch {last_epoch}: {_temps(beats_final)}; gain from epoch "
+                     f"{early_epoch} to {last_epoch} vs T = {smallest:g}'s: larger at {_temps(split['better'])}, "
+                     f"smaller at {_temps(split['worse'])}, inconclusive at {_temps(split['inconclusive'])} "
+                     f"-> {words[result]}")
+    agrees, by_batch = _by_batch_size(outcome, source)
+    return Verdict(claim, agrees, "; ".join(parts) + f". By batch size: {by_batch}.", source=source, table=table)
+
+
+def _by_batch_size(outcome: dict, source: str):
+    """(overall verdict, phrase) from {batch size: True / False / None}: True only when True at every batch
+    size, False when False at some batch size, None otherwise; e.g. "agrees at batch 32 only; inconclusive at
+    batch 128"."""
+    words = {value: Verdict("", value, "", source).label for value in (True, False, None)}
+    groups = {value: [b for b, o in outcome.items() if o is value] for value in (True, False, None)}
+    if len(outcome) > 1:
+        for value, members in groups.items():
+            if len(members) == len(outcome):
+                return value, f"{words[value]} at every batch size ({', '.join(map(str, members))})"
+    pieces = [f"{words[value]} at batch {', '.join(map(str, members))}"
+              + (" only" if value is True and len(members) < len(outcome) else "")
+              for value, members in groups.items() if members]
+    overall = True if len(groups[True]) == len(outcome) else (False if groups[False] else None)
+    return overall, "; ".join(pieces)
 
 
 def conclude_entropy(results: pd.DataFrame, confidence: float = 0.95) -> Verdict:

@@ -24,7 +24,9 @@ from kdlab.studies import (
     keep_top_k_flat_tail,
     flatten_non_target,
     label_smoothing_distribution,
+    lr_edge_note,
     run_study,
+    scale_of,
     shuffle_non_target,
     sorted_distribution,
     study_results,
@@ -367,6 +369,42 @@ def test_conclude_methods_through_paired_comparisons():
     assert one_seed.agrees is None and set(one_seed.table["verdict"]) == {"inconclusive"}
 
 
+def test_conclude_methods_says_when_it_rests_on_a_rate_at_the_grids_edge():
+    frame = _methods_results(+0.5).assign(lr=lambda f: f["method"].map({"kd": 0.03, "dtkd": 0.01}))
+    verdict = conclude_methods(frame, lr_grid=(0.01, 0.03))
+    assert verdict.agrees is False and "Caveat: this rests on kd at the grid's largest rate (0.03)" in verdict.text
+    assert "Caveat" not in conclude_methods(frame, lr_grid=(0.01, 0.03, 0.1)).text  # kd's rate inside the grid
+    assert "Caveat" not in conclude_methods(frame).text
+    agreeing = _methods_results(-0.5).assign(lr=lambda f: f["method"].map({"kd": 0.03, "dtkd": 0.01}))
+    assert "dtkd at the grid's smallest rate (0.01)" in conclude_methods(agreeing, lr_grid=(0.01, 0.03)).text
+
+
+def test_lr_edge_note_names_choices_at_either_end_of_the_grid():
+    results = pd.DataFrame({"method": ["kd"] * 3 + ["ttm"] * 3 + ["dkd"] * 3, "lr": [0.01, 0.03, 0.1] * 3})
+    choice = pd.DataFrame({"method": ["kd", "ttm", "dkd"], "lr": [0.1, 0.03, 0.01], "mean": [1.0, 2.0, 3.0]})
+    note = lr_edge_note(choice, results)
+    assert "largest rate: kd (0.1)" in note and "smallest rate: dkd (0.01)" in note and "ttm" not in note
+    assert lr_edge_note(choice[choice["method"] == "ttm"], results) == ""
+    two = pd.DataFrame({"optimizer": ["adamw"] * 2, "batch_size": [32] * 2, "lr": [0.001, 0.003]})
+    note = lr_edge_note(pd.DataFrame({"optimizer": ["adamw"], "batch_size": [32], "lr": [0.003], "mean": [1.0]}), two)
+    assert "largest rate: adamw/32 (0.003)" in note and "every choice is at an edge" in note
+
+
+def test_scale_of_reads_the_dataset_or_the_student():
+    assert scale_of(pd.DataFrame({"dataset": ["cifar100"], "student": ["resnet8x4"]})) == "cifar100"
+    assert scale_of(pd.DataFrame({"student": ["mlp64"]})) == "mnist10k"
+    assert scale_of(pd.DataFrame({"student": ["resnet8x4"]})) == "cifar100"
+    with pytest.raises(ValueError, match="dataset"):
+        scale_of(pd.DataFrame({"student": ["mlp16"]}))
+
+
+def test_the_first_rate_of_each_method_grid_is_the_student_recipes():
+    from kdlab.common import RECIPES
+
+    assert STUDY_SETTINGS["mnist10k"]["method_lrs"][0] == RECIPES["mnist10k"]["student"]["lr"]
+    assert STUDY_SETTINGS["cifar100"]["method_lrs"][0] == RECIPES["cifar"]["student"]["lr"]
+
+
 def _optimizer_results(sgd_spread, adamw_spread):
     rows = []
     for seed, noise in enumerate(_NOISE):
@@ -384,6 +422,44 @@ def test_conclude_optimizers():
     assert conclude_optimizers(_optimizer_results(sgd_spread=1.05, adamw_spread=1.0)).agrees is None
     verdict = conclude_optimizers(_optimizer_results(sgd_spread=6, adamw_spread=1))
     assert "AdamW less sensitive" in verdict.text and list(verdict.table["verdict"]) == ["better"]
+
+
+def test_conclude_optimizers_is_judged_at_every_batch_size():
+    one = _optimizer_results(sgd_spread=6, adamw_spread=1)
+    tied = _optimizer_results(sgd_spread=1.05, adamw_spread=1.0).assign(batch_size=128)
+    mixed = conclude_optimizers(pd.concat([one, tied], ignore_index=True))
+    assert mixed.agrees is None and "By batch size: agrees at batch 64 only; inconclusive at batch 128." in mixed.text
+    both = conclude_optimizers(pd.concat([one, one.assign(batch_size=128)], ignore_index=True))
+    assert both.agrees is True and "agrees at every batch size (64, 128)" in both.text
+    worse = _optimizer_results(sgd_spread=1, adamw_spread=6).assign(batch_size=128)
+    assert conclude_optimizers(pd.concat([one, worse], ignore_index=True)).agrees is False
+
+
+def _length_results(early_large=60.0):
+    rows = []
+    for seed, noise in enumerate(_NOISE):
+        for t in (1.0, 8.0):
+            rows.append(("sgd", 64, t, seed, 1, (70.0 if t == 1.0 else early_large) + noise))
+            rows.append(("sgd", 64, t, seed, 5, (80.0 if t == 1.0 else 85.0) + noise + 0.2 * (-1) ** seed))
+    return pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
+
+
+def test_conclude_training_length_requires_small_temperatures_best_early_at_every_batch_size():
+    # T = 8 gains more from the extra epochs, but it is already better than T = 1 early: not what is claimed.
+    early_large = conclude_training_length(_length_results(early_large=75.0), early_epoch=1)
+    assert early_large.agrees is False and "better than T = 1 at epoch 1: T = {8}" in early_large.text
+    # Agrees at one batch size, inconclusive at the other: inconclusive overall, and the text says where.
+    good = _length_results()
+    flat = good.assign(batch_size=128)
+    flat.loc[(flat["temperature"] == 8.0), "test_acc"] = flat.loc[flat["temperature"] == 1.0, "test_acc"].values
+    flat.loc[(flat["temperature"] == 8.0), "test_acc"] += [0.1 * (-1) ** s for s in flat.loc[flat["temperature"] == 8.0, "seed"]]
+    mixed = conclude_training_length(pd.concat([good, flat], ignore_index=True), early_epoch=1)
+    assert mixed.agrees is None and "agrees at batch 64 only; inconclusive at batch 128" in mixed.text
+    # Another optimizer is our contrast, not the summary's claim.
+    contrast = conclude_training_length(good.assign(optimizer="adamw"), early_epoch=1, optimizer="adamw")
+    assert contrast.source == "contrast" and contrast.label == "holds"
+    assert str(contrast).startswith("Our contrast") and "third-party" not in str(contrast)
+    assert "Result: HOLDS" in str(contrast) and "holds at batch 64" in contrast.text
 
 
 def test_conclude_training_length_compares_the_gains_of_larger_temperatures():
@@ -612,3 +688,58 @@ def test_cli_study_writes_the_csv_the_notebook_loads(tmp_path, monkeypatch):
     assert config["device"] == "cpu" and "torch" in config["versions"]
     with pytest.raises(SystemExit):
         main(["study", "nonsense"])
+
+
+def _cifar_shaped_study_files(folder):
+    """The six study files 'kdlab study all --dataset cifar100' writes, with the CIFAR-100 grids of STUDY_SETTINGS
+    (temperatures up to 32, rates 0.025-0.1, batch sizes 64/256, top5 ablations), few epochs, random accuracies."""
+    import numpy as np
+
+    s = study_settings("cifar100", training_epochs=4, early_epoch=2)
+    rng = np.random.default_rng(0)
+    base = dict(dataset="cifar100", student=s["student"], method="kd", optimizer="sgd", lr=0.05, batch_size=64,
+                weight_decay=5e-4, momentum=0.9, schedule="step")
+
+    def runs(name, configs, epochs=2, **extra):
+        rows = [{**base, "study": name, "config": c, **cfg, "seed": seed, "epoch": e, "epochs": epochs,
+                 "test_acc": 60 + 5 * e + rng.normal(0, 1)}
+                for c, cfg in enumerate(configs) for seed in s["seeds"] for e in range(1, epochs + 1)]
+        pd.DataFrame(rows).assign(**extra).to_csv(folder / f"{name}.csv", index=False)
+
+    temps, k = s["temperatures"], s["top_k"]
+    runs("methods", [dict(method=m, temperature=t, lr=lr) for m in s["methods"] for t in temps for lr in s["method_lrs"]])
+    runs("training", [dict(optimizer=o, batch_size=b, lr=lr, temperature=t) for o in s["optimizers"]
+                      for b in s["batch_sizes"] for lr in s["optimizer_lrs"][o] for t in temps],
+         epochs=s["training_epochs"], early_epoch=s["early_epoch"])
+    runs("entropy", [dict(target=g, temperature=t, teacher_entropy=0.1 * t, smoothing=0.01 * t)
+                     for g in ("teacher", "label_smoothing") for t in temps])
+    runs("relational", [dict(ablation=a, temperature=t) for t in temps
+                        for a in ("none", "shuffle", f"top{k} truncated", "flatten", f"top{k} + flat tail")])
+    runs("origin", [dict(teacher=w, temperature=t, teacher_acc=78.0) for w in ("scratch", "pretrained+finetuned")
+                    for t in temps])
+    runs("granularity", [dict(task=w, temperature=t, teacher_acc=80.0) for w in ("fine (100 classes)", "coarse (20 groups)")
+                         for t in temps])
+
+
+@pytest.mark.slow
+def test_notebook_05_recomputes_every_verdict_from_cifar100_study_files(tmp_path, monkeypatch):
+    """Notebook 05's promise: with kdlab study's CIFAR-100 files in $KDLAB_STUDY_DIR it loads them (no training)
+    and reads the grids (recipe rate 0.05, temperatures to 32, top5) from them, instead of mnist10k's."""
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    _cifar_shaped_study_files(tmp_path)
+    monkeypatch.setenv("KDLAB_STUDY_DIR", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "05_revisiting_temperature.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                     for output in cell.get("outputs", []))
+    for name in ("methods", "training", "entropy", "relational", "origin", "granularity"):
+        assert f"results {tmp_path / (name + '.csv')}" in text
+    assert "computed here" not in text
+    assert "every method at lr 0.05" in text and "top5 + flat tail" in text and "T = 32" in text
+    assert "teachers as trained by kdlab study" in text
