@@ -121,7 +121,7 @@ class TemperatureChoice:
                               f"T = {r.temperature:g}: {r.difference:+.2f} points, no interval"
                               for r in ties.itertuples())
             parts.append(f"T = {self.temperature:g} and {names} {verb} be told apart at {level} ({spans}); "
-                         f"any of them is as good a choice on this evidence.")
+                         f"on this evidence none of them is measurably better (which does not make them equal).")
         else:
             parts.append("It is the only candidate that reached the last round."
                          if len(final) == 1 else
