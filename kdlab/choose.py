@@ -30,10 +30,12 @@ answer for a fraction of the student-epochs by stopping clearly worse candidates
 5. The last round trains the survivors for the full E epochs; the recommendation is the survivor with the
    highest mean final test accuracy, and the table says which survivors cannot be told apart from it.
 
-**What it does not guarantee.** Frank & Davis (2026) report that under SGD a small T leads early in training
-and a larger T later, in long training. A short round measures short training, so a candidate that is worse
-(or only ranked lower among ties) after a short budget can be stopped even if it would have won at the full
-length; rule (b) protects only against reversals that have begun inside a round. The table therefore keeps each
+**What it does not guarantee.** The ranking of temperatures can change with training length (a third-party
+summary of Frank & Davis (2026), not verified against the paper, says that under SGD small T does better
+early and large T later; which way it moves for your pair is for your runs to show). A short round measures
+short training, so a candidate that is worse (or only ranked lower among ties) after a short budget can be
+stopped even if it would have won at the full length; rule (b) protects only against reversals that have begun
+inside a round, and a 1-epoch round (the first round for E = 10) drops on the interval alone. The table therefore keeps each
 stopped candidate's round, verdict and reason, and ``explain()`` says when the leader changed between rounds
 (an unstable ranking: train the stopped neighbours of the winner at full length if it matters).
 ``benchmarks/bench_choose.py`` measures cost and quality on mnist10k against the full grid, and notebook 06
@@ -74,7 +76,8 @@ class TemperatureChoice:
             "ci_low", "ci_high", "verdict" (``kdlab.compare`` against the leader of that round, paired by
             seed; the leader's own row has difference 0 and verdict "leader"), "n" (paired seeds), "epochs",
             "dropped_in_round" (the round after which it stopped; <NA> if it reached the last round), "reason"
-            ("worse": interval below the leader and not catching up; "halving cap": a tie with the leader ranked
+            ("worse": interval below the leader and, in a round of 2 or more epochs, not catching up; "halving
+            cap": a tie with the leader ranked
             below the ceil(n / eta) that went on; "" for the last round's candidates).
         student_epochs: student-epochs trained over all rounds (one student trained for one epoch = 1).
         full_grid_student_epochs: what the full grid would cost (candidates x seeds x E).
@@ -118,7 +121,7 @@ class TemperatureChoice:
                               f"T = {r.temperature:g}: {r.difference:+.2f} points, no interval"
                               for r in ties.itertuples())
             parts.append(f"T = {self.temperature:g} and {names} {verb} be told apart at {level} ({spans}); "
-                         f"any of them is as good a choice on this evidence.")
+                         f"on this evidence none of them is measurably better (which does not make them equal).")
         else:
             parts.append("It is the only candidate that reached the last round."
                          if len(final) == 1 else
@@ -134,8 +137,12 @@ class TemperatureChoice:
             capped_rows = rows[rows["reason"] == _CAPPED]
             if len(worse_rows):
                 names = _join([f"T = {t:g}" for t in worse_rows["temperature"]])
-                parts.append(f"Dropped {when}: {names}, each worse than that round's leader at {level} and not "
-                             f"catching up.")
+                if budget >= 2:  # rule (b) ran: the gap at the round's end was at least the gap half-way
+                    parts.append(f"Dropped {when}: {names}, each worse than that round's leader at {level} and not "
+                                 f"catching up (its gap at the round's end at least its gap half-way).")
+                else:
+                    parts.append(f"Dropped {when}: {names}, each worse than that round's leader at {level} "
+                                 f"(a 1-epoch round has no half-way point, so the catching-up test was skipped).")
             if len(capped_rows):
                 names = _join([f"T = {t:g}" for t in capped_rows["temperature"]])
                 parts.append(f"Not continued {when}: {names}, which could not be told apart from that round's "
@@ -149,7 +156,8 @@ class TemperatureChoice:
                      f"{self.full_grid_student_epochs}, in {self.seconds:.0f} s.")
         if len(dropped):
             parts.append("A dropped candidate was judged on shorter training than the winner: a T that only "
-                         "wins late (Frank & Davis report this for larger T under SGD) can be lost that way.")
+                         "wins late can be lost that way (a third-party summary of Frank & Davis, not verified, "
+                         "says that under SGD small T does better early and large T later).")
         return " ".join(parts)
 
 

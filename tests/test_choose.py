@@ -104,6 +104,10 @@ def test_a_candidate_catching_up_is_kept_even_when_worse_at_the_end_of_a_round(m
     table = choice.table.set_index("temperature")
     assert table.loc[1.0, "dropped_in_round"] == 0
     assert pd.isna(table.loc[8.0, "dropped_in_round"])
+    # a 4-epoch round ran the catching-up test, and the explanation says so
+    text = choice.explain()
+    assert "Dropped after round 1 (4 epochs): T = 1, each worse than that round's leader at 95 % and not catching up" in text
+    assert "catching-up test was skipped" not in text
 
 
 def test_inconclusive_candidates_are_never_dropped(monkeypatch):
@@ -125,6 +129,9 @@ def test_explain_and_plot_are_printed_from_the_numbers(monkeypatch):
     assert text.startswith(f"Recommended T = 4: mean test accuracy {mean4:.2f} % after 10 epochs (5 seeds).")
     assert "cannot be told apart at 95 %" in text and "T = 2" in text and "T = 8" in text
     assert "Dropped after round 1 (1 epoch): T = 1 and T = 16" in text
+    # a 1-epoch round has no half-way point: the explanation must not claim the catching-up test ran
+    assert "catching-up test was skipped" in text and "not catching up" not in text
+    assert "a third-party summary of Frank & Davis, not verified" in text and "Frank & Davis report" not in text
     ratio = choice.student_epochs / choice.full_grid_student_epochs
     assert f"{choice.student_epochs} student-epochs, {ratio:.0%} of the full grid's 250" in text
     figure = choice.plot()
