@@ -368,10 +368,10 @@ def _add_choose_temperature_command(subparsers):
         "choose-temperature", help="recommend a temperature, dropping clearly worse candidates early",
         description="Run kdlab.choose_temperature: the candidates train together (kdlab.sweep) in rounds of "
                     "growing length; after each round a candidate is dropped only when its paired interval "
-                    "against the leader lies below 0 and it is not catching up. Writes choice.csv (one row "
-                    "per candidate), choice.png (accuracy vs T with the intervals), choice.txt (the "
-                    "explanation) and results.csv (every round's epochs). Rerunning with the same --out "
-                    "loads finished runs.")
+                    "against the leader lies below 0 and, in rounds of 2 or more epochs, it is not catching "
+                    "up. Writes choice.csv (one row per candidate), choice.png (accuracy vs T with the "
+                    "intervals), choice.txt (the explanation) and results.csv (every round's epochs). "
+                    "Rerunning with the same --out loads finished runs.")
     _add_dataset_options(command)
     command.add_argument("--method", default="kd", choices=with_temperature, metavar="NAME",
                          help="method whose temperature is chosen (default: kd); any of: %(choices)s")
