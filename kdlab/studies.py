@@ -919,6 +919,13 @@ def _temps(values) -> str:
     return "T = {" + ", ".join(f"{t:g}" for t in values) + "}" if values else "no T"
 
 
+def _outcomes(split, words) -> str:
+    """'better at T = {2, 4}, inconclusive at T = {8}': the non-empty parts of a split, in the order of
+    ``words`` ((key, word) pairs), so no clause reads 'worse at no T'; every compared T is in one part."""
+    parts = [f"{word} at {_temps(split[key])}" for key, word in words if split[key]]
+    return ", ".join(parts) if parts else "no T compared"
+
+
 def _interval(row, unit="points") -> str:
     if row["n"] < 2 or math.isnan(row["ci_low"]):
         return f"{row['difference']:+.2f} {unit} (n = {int(row['n'])}: no interval)"
@@ -1146,9 +1153,9 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
         parts.append(f"batch {batch_size}: highest mean at epoch {early_epoch} T = {best_early:g}, at epoch "
                      f"{last_epoch} T = {best_final:g}; better than T = {smallest:g} at epoch {early_epoch}: "
                      f"{_temps(beats_early)}, at epoch {last_epoch}: {_temps(beats_final)}; gain from epoch "
-                     f"{early_epoch} to {last_epoch} vs T = {smallest:g}'s: larger at {_temps(split['better'])}, "
-                     f"smaller at {_temps(split['worse'])}, inconclusive at {_temps(split['inconclusive'])} "
-                     f"-> {words[result]}")
+                     f"{early_epoch} to {last_epoch} vs T = {smallest:g}'s: "
+                     + _outcomes(split, (("better", "larger"), ("worse", "smaller"), ("inconclusive", "inconclusive")))
+                     + f" -> {words[result]}")
     agrees, by_batch = _by_batch_size(outcome, source)
     return Verdict(claim, agrees, "; ".join(parts) + f". By batch size: {by_batch}.", source=source, table=table)
 
@@ -1184,8 +1191,8 @@ def conclude_entropy(results: pd.DataFrame, confidence: float = 0.95) -> Verdict
     split = _split(table)
     text = ("teacher minus label smoothing: "
             + "; ".join(f"T = {r.temperature:g} {_interval(r._asdict())}" for r in table.itertuples())
-            + f". The teacher is better at {_temps(split['better'])}, worse at {_temps(split['worse'])}, "
-              f"inconclusive at {_temps(split['inconclusive'])}.")
+            + ". The teacher is "
+            + _outcomes(split, (("better", "better"), ("worse", "worse"), ("inconclusive", "inconclusive"))) + ".")
     agrees = True if split["better"] and not split["worse"] else (False if split["worse"] and not split["better"] else None)
     return Verdict(claim, agrees, text, source="ours", table=table)
 
@@ -1216,8 +1223,8 @@ def conclude_relational(results: pd.DataFrame, ablations=None, confidence: float
         split = _split(rows)
         hurts.append(bool(split["worse"]))
         helps.append(bool(split["better"]))
-        parts.append(f"{ablation}: worse than the full teacher at {_temps(split['worse'])}, better at "
-                     f"{_temps(split['better'])}, inconclusive at {_temps(split['inconclusive'])}")
+        parts.append(f"{ablation}: " + _outcomes(split, (("worse", "worse than the full teacher"),
+                                                           ("better", "better"), ("inconclusive", "inconclusive"))))
     agrees = True if all(hurts) and not any(helps) else (False if not any(hurts) and any(helps) else None)
     return Verdict(claim, agrees, "; ".join(parts) + ".", source="ours", table=table)
 
