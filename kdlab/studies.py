@@ -1102,7 +1102,8 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     than it at the final epoch; (shift) larger temperatures gain more from the extra epochs: per (T, seed),
     gain = final accuracy minus accuracy at ``early_epoch``, some larger T's gain is larger than the smallest
     T's and none is smaller. The claim agrees at a batch size when all three hold; does not agree there when
-    a larger T is better early, or some larger T gains less and none gains more; inconclusive otherwise.
+    a larger T is better early, or some larger T is worse than the smallest T at the final epoch and none is
+    better, or some larger T gains less and none gains more; inconclusive otherwise.
     Overall: agrees only when it agrees at every batch size; does not agree when it does not agree at some
     batch size; inconclusive otherwise. The text also gives the temperature with the highest mean at each of
     the two epochs (a description, not a test). ``optimizer`` other than "sgd" gives our contrast (source
@@ -1142,18 +1143,20 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
         best_final = summarize(group, "temperature").set_index("temperature")["mean"].idxmax()
         split = _split(sub)
         beats_early = _split(at_early[at_early["batch_size"] == batch_size])["better"]
-        beats_final = _split(at_final[at_final["batch_size"] == batch_size])["better"]
+        final_split = _split(at_final[at_final["batch_size"] == batch_size])
+        beats_final, loses_final = final_split["better"], final_split["worse"]
         if not beats_early and beats_final and split["better"] and not split["worse"]:
             result = True
-        elif beats_early or (split["worse"] and not split["better"]):
+        elif beats_early or (loses_final and not beats_final) or (split["worse"] and not split["better"]):
             result = False
         else:
             result = None
         outcome[_plain(batch_size)] = result
         parts.append(f"batch {batch_size}: highest mean at epoch {early_epoch} T = {best_early:g}, at epoch "
                      f"{last_epoch} T = {best_final:g}; better than T = {smallest:g} at epoch {early_epoch}: "
-                     f"{_temps(beats_early)}, at epoch {last_epoch}: {_temps(beats_final)}; gain from epoch "
-                     f"{early_epoch} to {last_epoch} vs T = {smallest:g}'s: "
+                     f"{_temps(beats_early)}, at epoch {last_epoch}: {_temps(beats_final)}"
+                     + (f" (worse: {_temps(loses_final)})" if loses_final else "")
+                     + f"; gain from epoch {early_epoch} to {last_epoch} vs T = {smallest:g}'s: "
                      + _outcomes(split, (("better", "larger"), ("worse", "smaller"), ("inconclusive", "inconclusive")))
                      + f" -> {words[result]}")
     agrees, by_batch = _by_batch_size(outcome, source)

@@ -480,6 +480,22 @@ def test_conclude_training_length_compares_the_gains_of_larger_temperatures():
     assert conclude_training_length(noisy, early_epoch=1).agrees is None
 
 
+def test_conclude_training_length_does_not_agree_when_a_larger_temperature_is_worse_at_the_end():
+    # T = 8 gains more from the extra epochs, but T = 1 stays clearly better at the final epoch, and no larger
+    # T is better there: the numbers contradict "larger ones later", they do not just fail to show it.
+    rows = []
+    for seed, noise in enumerate(_NOISE):
+        for t in (1.0, 8.0):
+            rows.append(("sgd", 64, t, seed, 1, (70.0 if t == 1.0 else 60.0) + noise))
+            rows.append(("sgd", 64, t, seed, 5, (85.0 if t == 1.0 else 80.0) + noise + 0.2 * (-1) ** seed))
+    frame = pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
+    verdict = conclude_training_length(frame, early_epoch=1)
+    assert verdict.agrees is False
+    assert "at epoch 5: no T (worse: T = {8})" in verdict.text and "larger at T = {8} -> does not agree" in verdict.text
+    contrast = conclude_training_length(frame.assign(optimizer="adamw"), early_epoch=1, optimizer="adamw")
+    assert contrast.agrees is False and "Result: DOES NOT HOLD" in str(contrast)
+
+
 def test_conclude_entropy_and_relational_are_our_hypotheses():
     rows = []
     for seed, noise in enumerate(_NOISE):
