@@ -778,11 +778,11 @@ SOURCES = {
     "summary": "Claim attributed to Frank & Davis by a third-party summary (not verified against the paper; "
                "see papers.md)",
     "ours": "Our hypothesis (kdlab's own experiment, not a claim of the paper)",
-    "contrast": "Our contrast (a summarised claim tested where the summary does not make it; not a claim of "
-                "the paper or of the summary)",
+    "contrast": "Our contrast",
 }
 """Where a verdict's claim comes from: a (third-party, unverified) summary of the paper, kdlab itself, or
-kdlab's contrast (a summarised claim applied to a setting the summary says nothing about)."""
+kdlab's contrast (the summary's sentence, tried where the summary makes no such claim; the claim text says
+which sentence and where, e.g. "the summary's SGD sentence, tried on AdamW ...")."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1115,7 +1115,7 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     claim = f"with {name}, small temperatures are best early in training and larger ones later"
     source = "summary"
     if optimizer != "sgd":
-        claim = f"{claim} (the summary says this for SGD only)"
+        claim = f"the summary's SGD sentence, tried on {name} (the summary does not say it for {name}): {claim}"
         source = "contrast"
     rows = results[results["optimizer"] == optimizer]
     if rows.empty:

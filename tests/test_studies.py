@@ -458,7 +458,9 @@ def test_conclude_training_length_requires_small_temperatures_best_early_at_ever
     # Another optimizer is our contrast, not the summary's claim.
     contrast = conclude_training_length(good.assign(optimizer="adamw"), early_epoch=1, optimizer="adamw")
     assert contrast.source == "contrast" and contrast.label == "holds"
-    assert str(contrast).startswith("Our contrast") and "third-party" not in str(contrast)
+    assert str(contrast).startswith("Our contrast: the summary's SGD sentence, tried on AdamW (the summary does "
+                                    "not say it for AdamW): with AdamW, small temperatures")
+    assert "third-party" not in str(contrast)
     assert "Result: HOLDS" in str(contrast) and "holds at batch 64" in contrast.text
 
 
