@@ -949,33 +949,36 @@ def _per_seed(results, by, value, epoch="last", metric="test_acc"):
 
 def lr_edge_note(choice: pd.DataFrame, results: pd.DataFrame) -> str:
     """A sentence naming the groups whose chosen learning rate (``at_best_lr``'s ``choice``) is the largest or
-    the smallest rate of the grid it was chosen from (the rates of ``results`` for that group); "" when none.
+    the smallest rate of the grid it was chosen from (the rates of ``results`` for that group), each with its
+    grid; "" when none. E.g. "Best rate at the top of its grid: kd at 0.03 (grid 0.01, 0.03). At the bottom of
+    its grid: dkd, ttm at 0.01 (grid 0.01, 0.03). ..."
 
     A best rate at an edge of the grid means that a rate outside it, not tried, might do better still.
     """
     by = [c for c in choice.columns if c not in ("lr", "mean")]
-    edges = {"largest": [], "smallest": []}
+    edges = {"top": {}, "bottom": {}}  # edge -> {(rate, grid): [labels]}
     grids = set()
     for row in choice.itertuples(index=False):
         row = row._asdict()
         mask = pd.Series(True, index=results.index)
         for column in by:
             mask &= results[column] == row[column]
-        grid = sorted(results.loc[mask, "lr"].unique().tolist())
+        grid = tuple(sorted(results.loc[mask, "lr"].unique().tolist()))
         if len(grid) < 2:
             continue
-        grids.add(tuple(grid))
-        label = "/".join(str(_plain(row[c])) for c in by)
-        if math.isclose(row["lr"], grid[-1]):
-            edges["largest"].append(f"{label} ({row['lr']:g})")
-        elif math.isclose(row["lr"], grid[0]):
-            edges["smallest"].append(f"{label} ({row['lr']:g})")
-    pieces = [f"at the grid's {edge} rate: {', '.join(names)}" for edge, names in edges.items() if names]
+        grids.add(grid)
+        label = " ".join(f"batch {_plain(row[c])}" if c == "batch_size" else str(_plain(row[c])) for c in by)
+        edge = "top" if math.isclose(row["lr"], grid[-1]) else ("bottom" if math.isclose(row["lr"], grid[0]) else None)
+        if edge:
+            edges[edge].setdefault((grid[-1] if edge == "top" else grid[0], grid), []).append(label)
+    pieces = [f"at the {edge} of its grid: " + "; ".join(
+                  f"{', '.join(labels)} at {rate:g} (grid {', '.join(f'{r:g}' for r in grid)})"
+                  for (rate, grid), labels in groups.items())
+              for edge, groups in edges.items() if groups]
     if not pieces:
         return ""
-    grid_text = "; ".join("{" + ", ".join(f"{r:g}" for r in grid) + "}" for grid in sorted(grids))
-    return (f"best learning rate ({'/'.join(by)}) " + "; ".join(pieces) + f" (grid {grid_text}): a rate outside "
-            "the grid, not tried here, might do better still"
+    text = ". ".join(piece[0].upper() + piece[1:] for piece in ["best rate " + pieces[0], *pieces[1:]])
+    return (text + ". A rate outside its grid, not tried here, might do better still"
             + ("; with two rates every choice is at an edge." if all(len(g) == 2 for g in grids) else "."))
 
 

@@ -383,11 +383,19 @@ def test_lr_edge_note_names_choices_at_either_end_of_the_grid():
     results = pd.DataFrame({"method": ["kd"] * 3 + ["ttm"] * 3 + ["dkd"] * 3, "lr": [0.01, 0.03, 0.1] * 3})
     choice = pd.DataFrame({"method": ["kd", "ttm", "dkd"], "lr": [0.1, 0.03, 0.01], "mean": [1.0, 2.0, 3.0]})
     note = lr_edge_note(choice, results)
-    assert "largest rate: kd (0.1)" in note and "smallest rate: dkd (0.01)" in note and "ttm" not in note
+    assert note.startswith("Best rate at the top of its grid: kd at 0.1 (grid 0.01, 0.03, 0.1). At the bottom of "
+                           "its grid: dkd at 0.01 (grid 0.01, 0.03, 0.1). A rate outside its grid")
+    assert "ttm" not in note and "every choice is at an edge" not in note
     assert lr_edge_note(choice[choice["method"] == "ttm"], results) == ""
-    two = pd.DataFrame({"optimizer": ["adamw"] * 2, "batch_size": [32] * 2, "lr": [0.001, 0.003]})
-    note = lr_edge_note(pd.DataFrame({"optimizer": ["adamw"], "batch_size": [32], "lr": [0.003], "mean": [1.0]}), two)
-    assert "largest rate: adamw/32 (0.003)" in note and "every choice is at an edge" in note
+    # Each group's grid is named beside it (the optimizers have different grids).
+    two = pd.DataFrame({"optimizer": ["adamw"] * 4 + ["sgd"] * 4, "batch_size": [32, 32, 128, 128] * 2,
+                        "lr": [0.001, 0.003] * 2 + [0.01, 0.03] * 2})
+    choice = pd.DataFrame({"optimizer": ["adamw", "adamw", "sgd", "sgd"], "batch_size": [32, 128, 32, 128],
+                           "lr": [0.003, 0.003, 0.01, 0.03], "mean": [1.0] * 4})
+    note = lr_edge_note(choice, two)
+    assert ("top of its grid: adamw batch 32, adamw batch 128 at 0.003 (grid 0.001, 0.003); sgd batch 128 at 0.03 "
+            "(grid 0.01, 0.03). At the bottom of its grid: sgd batch 32 at 0.01 (grid 0.01, 0.03).") in note
+    assert note.endswith("with two rates every choice is at an edge.")
 
 
 def test_scale_of_reads_the_dataset_or_the_student():
