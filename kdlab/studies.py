@@ -778,11 +778,11 @@ SOURCES = {
     "summary": "Claim attributed to Frank & Davis by a third-party summary (not verified against the paper; "
                "see papers.md)",
     "ours": "Our hypothesis (kdlab's own experiment, not a claim of the paper)",
-    "contrast": "Our contrast (a summarised claim tested where the summary does not make it; not a claim of "
-                "the paper or of the summary)",
+    "contrast": "Our contrast",
 }
 """Where a verdict's claim comes from: a (third-party, unverified) summary of the paper, kdlab itself, or
-kdlab's contrast (a summarised claim applied to a setting the summary says nothing about)."""
+kdlab's contrast (the summary's sentence, tried where the summary makes no such claim; the claim text says
+which sentence and where, e.g. "the summary's SGD sentence, tried on AdamW ...")."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -949,33 +949,36 @@ def _per_seed(results, by, value, epoch="last", metric="test_acc"):
 
 def lr_edge_note(choice: pd.DataFrame, results: pd.DataFrame) -> str:
     """A sentence naming the groups whose chosen learning rate (``at_best_lr``'s ``choice``) is the largest or
-    the smallest rate of the grid it was chosen from (the rates of ``results`` for that group); "" when none.
+    the smallest rate of the grid it was chosen from (the rates of ``results`` for that group), each with its
+    grid; "" when none. E.g. "Best rate at the top of its grid: kd at 0.03 (grid 0.01, 0.03). At the bottom of
+    its grid: dkd, ttm at 0.01 (grid 0.01, 0.03). ..."
 
     A best rate at an edge of the grid means that a rate outside it, not tried, might do better still.
     """
     by = [c for c in choice.columns if c not in ("lr", "mean")]
-    edges = {"largest": [], "smallest": []}
+    edges = {"top": {}, "bottom": {}}  # edge -> {(rate, grid): [labels]}
     grids = set()
     for row in choice.itertuples(index=False):
         row = row._asdict()
         mask = pd.Series(True, index=results.index)
         for column in by:
             mask &= results[column] == row[column]
-        grid = sorted(results.loc[mask, "lr"].unique().tolist())
+        grid = tuple(sorted(results.loc[mask, "lr"].unique().tolist()))
         if len(grid) < 2:
             continue
-        grids.add(tuple(grid))
-        label = "/".join(str(_plain(row[c])) for c in by)
-        if math.isclose(row["lr"], grid[-1]):
-            edges["largest"].append(f"{label} ({row['lr']:g})")
-        elif math.isclose(row["lr"], grid[0]):
-            edges["smallest"].append(f"{label} ({row['lr']:g})")
-    pieces = [f"at the grid's {edge} rate: {', '.join(names)}" for edge, names in edges.items() if names]
+        grids.add(grid)
+        label = " ".join(f"batch {_plain(row[c])}" if c == "batch_size" else str(_plain(row[c])) for c in by)
+        edge = "top" if math.isclose(row["lr"], grid[-1]) else ("bottom" if math.isclose(row["lr"], grid[0]) else None)
+        if edge:
+            edges[edge].setdefault((grid[-1] if edge == "top" else grid[0], grid), []).append(label)
+    pieces = [f"at the {edge} of its grid: " + "; ".join(
+                  f"{', '.join(labels)} at {rate:g} (grid {', '.join(f'{r:g}' for r in grid)})"
+                  for (rate, grid), labels in groups.items())
+              for edge, groups in edges.items() if groups]
     if not pieces:
         return ""
-    grid_text = "; ".join("{" + ", ".join(f"{r:g}" for r in grid) + "}" for grid in sorted(grids))
-    return (f"best learning rate ({'/'.join(by)}) " + "; ".join(pieces) + f" (grid {grid_text}): a rate outside "
-            "the grid, not tried here, might do better still"
+    text = ". ".join(piece[0].upper() + piece[1:] for piece in ["best rate " + pieces[0], *pieces[1:]])
+    return (text + ". A rate outside its grid, not tried here, might do better still"
             + ("; with two rates every choice is at an edge." if all(len(g) == 2 for g in grids) else "."))
 
 
@@ -1102,7 +1105,8 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     than it at the final epoch; (shift) larger temperatures gain more from the extra epochs: per (T, seed),
     gain = final accuracy minus accuracy at ``early_epoch``, some larger T's gain is larger than the smallest
     T's and none is smaller. The claim agrees at a batch size when all three hold; does not agree there when
-    a larger T is better early, or some larger T gains less and none gains more; inconclusive otherwise.
+    a larger T is better early, or some larger T is worse than the smallest T at the final epoch and none is
+    better, or some larger T gains less and none gains more; inconclusive otherwise.
     Overall: agrees only when it agrees at every batch size; does not agree when it does not agree at some
     batch size; inconclusive otherwise. The text also gives the temperature with the highest mean at each of
     the two epochs (a description, not a test). ``optimizer`` other than "sgd" gives our contrast (source
@@ -1114,7 +1118,7 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
     claim = f"with {name}, small temperatures are best early in training and larger ones later"
     source = "summary"
     if optimizer != "sgd":
-        claim = f"{claim} (the summary says this for SGD only)"
+        claim = f"the summary's SGD sentence, tried on {name} (the summary does not say it for {name}): {claim}"
         source = "contrast"
     rows = results[results["optimizer"] == optimizer]
     if rows.empty:
@@ -1142,18 +1146,20 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
         best_final = summarize(group, "temperature").set_index("temperature")["mean"].idxmax()
         split = _split(sub)
         beats_early = _split(at_early[at_early["batch_size"] == batch_size])["better"]
-        beats_final = _split(at_final[at_final["batch_size"] == batch_size])["better"]
+        final_split = _split(at_final[at_final["batch_size"] == batch_size])
+        beats_final, loses_final = final_split["better"], final_split["worse"]
         if not beats_early and beats_final and split["better"] and not split["worse"]:
             result = True
-        elif beats_early or (split["worse"] and not split["better"]):
+        elif beats_early or (loses_final and not beats_final) or (split["worse"] and not split["better"]):
             result = False
         else:
             result = None
         outcome[_plain(batch_size)] = result
         parts.append(f"batch {batch_size}: highest mean at epoch {early_epoch} T = {best_early:g}, at epoch "
                      f"{last_epoch} T = {best_final:g}; better than T = {smallest:g} at epoch {early_epoch}: "
-                     f"{_temps(beats_early)}, at epoch {last_epoch}: {_temps(beats_final)}; gain from epoch "
-                     f"{early_epoch} to {last_epoch} vs T = {smallest:g}'s: "
+                     f"{_temps(beats_early)}, at epoch {last_epoch}: {_temps(beats_final)}"
+                     + (f" (worse: {_temps(loses_final)})" if loses_final else "")
+                     + f"; gain from epoch {early_epoch} to {last_epoch} vs T = {smallest:g}'s: "
                      + _outcomes(split, (("better", "larger"), ("worse", "smaller"), ("inconclusive", "inconclusive")))
                      + f" -> {words[result]}")
     agrees, by_batch = _by_batch_size(outcome, source)

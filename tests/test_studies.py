@@ -383,11 +383,19 @@ def test_lr_edge_note_names_choices_at_either_end_of_the_grid():
     results = pd.DataFrame({"method": ["kd"] * 3 + ["ttm"] * 3 + ["dkd"] * 3, "lr": [0.01, 0.03, 0.1] * 3})
     choice = pd.DataFrame({"method": ["kd", "ttm", "dkd"], "lr": [0.1, 0.03, 0.01], "mean": [1.0, 2.0, 3.0]})
     note = lr_edge_note(choice, results)
-    assert "largest rate: kd (0.1)" in note and "smallest rate: dkd (0.01)" in note and "ttm" not in note
+    assert note.startswith("Best rate at the top of its grid: kd at 0.1 (grid 0.01, 0.03, 0.1). At the bottom of "
+                           "its grid: dkd at 0.01 (grid 0.01, 0.03, 0.1). A rate outside its grid")
+    assert "ttm" not in note and "every choice is at an edge" not in note
     assert lr_edge_note(choice[choice["method"] == "ttm"], results) == ""
-    two = pd.DataFrame({"optimizer": ["adamw"] * 2, "batch_size": [32] * 2, "lr": [0.001, 0.003]})
-    note = lr_edge_note(pd.DataFrame({"optimizer": ["adamw"], "batch_size": [32], "lr": [0.003], "mean": [1.0]}), two)
-    assert "largest rate: adamw/32 (0.003)" in note and "every choice is at an edge" in note
+    # Each group's grid is named beside it (the optimizers have different grids).
+    two = pd.DataFrame({"optimizer": ["adamw"] * 4 + ["sgd"] * 4, "batch_size": [32, 32, 128, 128] * 2,
+                        "lr": [0.001, 0.003] * 2 + [0.01, 0.03] * 2})
+    choice = pd.DataFrame({"optimizer": ["adamw", "adamw", "sgd", "sgd"], "batch_size": [32, 128, 32, 128],
+                           "lr": [0.003, 0.003, 0.01, 0.03], "mean": [1.0] * 4})
+    note = lr_edge_note(choice, two)
+    assert ("top of its grid: adamw batch 32, adamw batch 128 at 0.003 (grid 0.001, 0.003); sgd batch 128 at 0.03 "
+            "(grid 0.01, 0.03). At the bottom of its grid: sgd batch 32 at 0.01 (grid 0.01, 0.03).") in note
+    assert note.endswith("with two rates every choice is at an edge.")
 
 
 def test_scale_of_reads_the_dataset_or_the_student():
@@ -458,7 +466,9 @@ def test_conclude_training_length_requires_small_temperatures_best_early_at_ever
     # Another optimizer is our contrast, not the summary's claim.
     contrast = conclude_training_length(good.assign(optimizer="adamw"), early_epoch=1, optimizer="adamw")
     assert contrast.source == "contrast" and contrast.label == "holds"
-    assert str(contrast).startswith("Our contrast") and "third-party" not in str(contrast)
+    assert str(contrast).startswith("Our contrast: the summary's SGD sentence, tried on AdamW (the summary does "
+                                    "not say it for AdamW): with AdamW, small temperatures")
+    assert "third-party" not in str(contrast)
     assert "Result: HOLDS" in str(contrast) and "holds at batch 64" in contrast.text
 
 
@@ -478,6 +488,22 @@ def test_conclude_training_length_compares_the_gains_of_larger_temperatures():
     noisy = frame.assign(test_acc=frame["test_acc"] + 20 * frame["seed"] * (frame["temperature"] == 8.0)
                          * (frame["epoch"] == 5) * (-1) ** frame["seed"])
     assert conclude_training_length(noisy, early_epoch=1).agrees is None
+
+
+def test_conclude_training_length_does_not_agree_when_a_larger_temperature_is_worse_at_the_end():
+    # T = 8 gains more from the extra epochs, but T = 1 stays clearly better at the final epoch, and no larger
+    # T is better there: the numbers contradict "larger ones later", they do not just fail to show it.
+    rows = []
+    for seed, noise in enumerate(_NOISE):
+        for t in (1.0, 8.0):
+            rows.append(("sgd", 64, t, seed, 1, (70.0 if t == 1.0 else 60.0) + noise))
+            rows.append(("sgd", 64, t, seed, 5, (85.0 if t == 1.0 else 80.0) + noise + 0.2 * (-1) ** seed))
+    frame = pd.DataFrame(rows, columns=["optimizer", "batch_size", "temperature", "seed", "epoch", "test_acc"])
+    verdict = conclude_training_length(frame, early_epoch=1)
+    assert verdict.agrees is False
+    assert "at epoch 5: no T (worse: T = {8})" in verdict.text and "larger at T = {8} -> does not agree" in verdict.text
+    contrast = conclude_training_length(frame.assign(optimizer="adamw"), early_epoch=1, optimizer="adamw")
+    assert contrast.agrees is False and "Result: DOES NOT HOLD" in str(contrast)
 
 
 def test_conclude_entropy_and_relational_are_our_hypotheses():
