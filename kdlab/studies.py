@@ -808,11 +808,7 @@ class Verdict:
     def label(self) -> str:
         """The verdict in words: agrees / does not agree (a summarised claim), supported / contradicted (ours),
         holds / does not hold (our contrast)."""
-        if self.source == "ours":
-            return {True: "supported", False: "contradicted", None: "inconclusive"}[self.agrees]
-        if self.source == "contrast":
-            return {True: "holds", False: "does not hold", None: "inconclusive"}[self.agrees]
-        return {True: "agrees", False: "does not agree", None: "inconclusive"}[self.agrees]
+        return _labels(self.source)[self.agrees]
 
     def __str__(self) -> str:
         head = {"summary": "Verdict", "ours": "Outcome", "contrast": "Result"}[self.source]
@@ -914,6 +910,20 @@ def best_temperature(results: pd.DataFrame, metric: str = "test_acc", epoch="las
     return best, sorted(tied), table
 
 
+def _labels(source: str) -> dict:
+    """{True, False, None} -> the verdict's words for a claim of ``source`` (see ``Verdict.label``)."""
+    yes, no = {"ours": ("supported", "contradicted"), "contrast": ("holds", "does not hold")}.get(
+        source, ("agrees", "does not agree"))
+    return {True: yes, False: no, None: "inconclusive"}
+
+
+def _grid_edge(rate: float, grid) -> str | None:
+    """"top" / "bottom" when ``rate`` is the largest / smallest of the sorted ``grid`` (2+ rates), else None."""
+    if len(grid) < 2:
+        return None
+    return "top" if math.isclose(rate, grid[-1]) else ("bottom" if math.isclose(rate, grid[0]) else None)
+
+
 def _temps(values) -> str:
     """'T = {4, 8}', or 'no T' for an empty set: the phrase reads the same in every verdict sentence."""
     return "T = {" + ", ".join(f"{t:g}" for t in values) + "}" if values else "no T"
@@ -968,7 +978,7 @@ def lr_edge_note(choice: pd.DataFrame, results: pd.DataFrame) -> str:
             continue
         grids.add(grid)
         label = " ".join(f"batch {_plain(row[c])}" if c == "batch_size" else str(_plain(row[c])) for c in by)
-        edge = "top" if math.isclose(row["lr"], grid[-1]) else ("bottom" if math.isclose(row["lr"], grid[0]) else None)
+        edge = _grid_edge(row["lr"], grid)
         if edge:
             edges[edge].setdefault((grid[-1] if edge == "top" else grid[0], grid), []).append(label)
     pieces = [f"at the {edge} of its grid: " + "; ".join(
@@ -1039,8 +1049,8 @@ def conclude_methods(results: pd.DataFrame, reference: str = "kd", confidence: f
     if lr_grid is not None and agrees is not None:
         grid = sorted(set(_as_lr_tuple(lr_grid, "lr_grid")))
         rates = results.groupby("method")["lr"].first() if "lr" in results.columns else pd.Series(dtype=float)
-        edge = {m: ("largest" if math.isclose(r, grid[-1]) else "smallest") for m, r in rates.items()
-                if len(grid) > 1 and (math.isclose(r, grid[-1]) or math.isclose(r, grid[0]))}
+        edge = {m: {"top": "largest", "bottom": "smallest"}[_grid_edge(r, grid)] for m, r in rates.items()
+                if _grid_edge(r, grid)}
         concerned = [reference] if agrees is False else sorted(others)
         at_edge = [m for m in concerned if m in edge]
         if at_edge:
@@ -1138,8 +1148,7 @@ def conclude_training_length(results: pd.DataFrame, early_epoch: int, optimizer:
                        confidence=confidence)
     parts, outcome = [], {}
     last_epoch = int(rows["epoch"].max())
-    words = {True: Verdict("", True, "", source).label, False: Verdict("", False, "", source).label,
-             None: "inconclusive"}
+    words = _labels(source)
     for batch_size, sub in table.groupby("batch_size"):
         group = rows[rows["batch_size"] == batch_size]
         best_early = summarize(group, "temperature", epoch=early_epoch).set_index("temperature")["mean"].idxmax()
@@ -1170,7 +1179,7 @@ def _by_batch_size(outcome: dict, source: str):
     """(overall verdict, phrase) from {batch size: True / False / None}: True only when True at every batch
     size, False when False at some batch size, None otherwise; e.g. "agrees at batch 32 only; inconclusive at
     batch 128"."""
-    words = {value: Verdict("", value, "", source).label for value in (True, False, None)}
+    words = _labels(source)
     groups = {value: [b for b, o in outcome.items() if o is value] for value in (True, False, None)}
     if len(outcome) > 1:
         for value, members in groups.items():
