@@ -8,9 +8,11 @@ training images x 5 epochs ("full"); ``--regime`` picks one:
 
 (a), (b) and (c) are timed warm, each after an untimed warm-up run (lazy imports, first-call kernel selection
 and the allocator's first growth cost a fresh process ~1.3-1.5 s once, whatever it runs first). The machine's
-speed drifts (a shared VM: up to ~30 % over tens of seconds), so (b), (c) and the matmul peak are measured in
-rounds, side by side: each round times one sweep, then the 8 distill runs ("one distill run" = their median),
-after measuring the matmul peak; every ratio is taken within a round and the median over rounds is reported.
+speed drifts (a shared VM: up to ~30 % over tens of seconds), so (a), (b), (c) and the matmul peak are measured
+in rounds, side by side: each round measures the matmul peak, then times one sweep, the 8 distill runs ("one
+distill run" = their median) and ONE tutorial run (at the round's temperature, in turn; the 8 runs of (a) do
+the same work, so (a) = 8 x that run); every ratio is taken within a round and the median over rounds is
+reported. The 8 tutorial runs are also timed once in full, before the rounds, for their accuracies.
 (c)'s peak memory is measured in a fresh process that runs one sweep after its warm-up.
 
 Targets (issue "Temperature sweeps at the speed of one run"): (c) <= 2.5x the wall time of ONE distill run,
@@ -133,7 +135,7 @@ def main():
     parser.add_argument("--size", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, the class laptop)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of [matmul peak, one sweep, 8 distill runs]; every ratio is taken within a "
+                        help="rounds of [matmul peak, one sweep, 8 distill runs, one tutorial run]; every ratio is taken within a "
                              "round and the median over rounds is reported (default: 3)")
     parser.add_argument("--child-sweep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,7 +199,11 @@ def run_regime(args, size, epochs):
         peak = matmul_gflops()
         frame, seconds_c, cpu_c = timed(one_sweep)
         distill_seconds, distill_cpu, distill_acc = distill_all()
+        temperature = TEMPERATURES[len(rows) % runs]
+        _, tutorial_one, tutorial_one_cpu = timed(lambda: tutorial_distill(
+            teacher, transfer, epochs, seed=0, lr=0.01, momentum=0.9, temperature=temperature))
         rows.append({"peak": peak, "sweep": seconds_c, "sweep_cpu": cpu_c,
+                     "tutorial": runs * tutorial_one, "tutorial_cpu": runs * tutorial_one_cpu,
                      "one_distill": statistics.median(distill_seconds),
                      "one_distill_cpu": statistics.median(distill_cpu),
                      "distill_total": sum(distill_seconds), "distill_total_cpu": sum(distill_cpu)})
@@ -216,17 +222,20 @@ def run_regime(args, size, epochs):
     seconds_c, cpu_c = median("sweep"), median("sweep_cpu")
     print()
     print("per round           matmul peak   (c) sweep   one distill (median of 8)   (b) 8 distills   "
-          "(c)/one   (b)/(c)   model FLOP/s of (c)")
+          "(c)/one   (b)/(c)   (a)/(c)   model FLOP/s of (c)")
     for n, row in enumerate(rows, 1):
         flops = flops_c / row["sweep"] / 1e9
         print(f"  round {n}:        {row['peak']:7.1f} GF/s   {row['sweep']:7.3f} s   {row['one_distill']:9.3f} s"
               f"                 {row['distill_total']:7.2f} s     {row['sweep'] / row['one_distill']:5.2f}"
-              f"     {row['distill_total'] / row['sweep']:5.1f}    {flops:5.1f} GF/s = "
+              f"     {row['distill_total'] / row['sweep']:5.1f}     {row['tutorial'] / row['sweep']:5.1f}"
+              f"    {flops:5.1f} GF/s = "
               f"{100 * flops / row['peak']:3.0f} %")
     print()
     print("                            wall [s]   CPU [s]   (CPU time = user + system of this process; it is")
     print("                                                  what the run costs when other jobs share the cores)")
-    print(f"(a) tutorial loop x {runs}:    {seconds_a:8.2f}  {cpu_a:8.2f}")
+    print(f"(a) tutorial loop x {runs}:    {median('tutorial'):8.2f}  {median('tutorial_cpu'):8.2f}"
+          f"   ({runs} x one run per round, median; all {runs} runs once before the rounds: {seconds_a:.2f} s wall, "
+          f"{cpu_a:.2f} s CPU)")
     print(f"(b) kdlab.distill x {runs}:    {median('distill_total'):8.2f}  {median('distill_total_cpu'):8.2f}"
           "   (median over rounds)")
     print(f"    one distill run          {median('one_distill'):8.3f}  {median('one_distill_cpu'):8.3f}")
@@ -234,7 +243,9 @@ def run_regime(args, size, epochs):
     print()
     print(f"(c) / one distill run: {median_ratio('sweep', 'one_distill'):5.2f} x wall, "
           f"{median_ratio('sweep_cpu', 'one_distill_cpu'):5.2f} x CPU   (target <= 2.5 x; median of the rounds' ratios)")
-    print(f"(a) / (c):             {seconds_a / seconds_c:5.1f} x wall, {cpu_a / cpu_c:5.1f} x CPU   (target >= 15 x)")
+    print(f"(a) / (c):             {median_ratio('tutorial', 'sweep'):5.1f} x wall, "
+          f"{median_ratio('tutorial_cpu', 'sweep_cpu'):5.1f} x CPU   (target >= 15 x; median of the rounds' ratios; "
+          f"the {runs} runs timed once: {seconds_a / seconds_c:.1f} x wall)")
     print(f"(b) / (c):             {median_ratio('distill_total', 'sweep'):5.1f} x wall, "
           f"{median_ratio('distill_total_cpu', 'sweep_cpu'):5.1f} x CPU")
     print(f"peak RSS of (c):       {memory['peak_rss_mb'] / 1024:5.2f} GB (target <= 1.5 GB; a fresh process that runs "
